@@ -1,0 +1,181 @@
+"""The ``srgan`` command line: a thin layer over the Python API.
+
+Exit codes: 0 = everything asked for was done, 1 = some inputs failed (the rest were
+still written) or the job could not start, 2 = usage error.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from . import __version__, images
+from .checkpoints import DEFAULT_MODEL, REGISTRY, weights_dir
+from .errors import SrganError
+
+err_console = Console(stderr=True)
+
+
+def friendly_errors(command):
+    """Print expected failures (SrganError) as one line and exit 1; ``--debug`` shows tracebacks."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except SrganError as e:
+            if click.get_current_context().find_root().params.get("debug"):
+                raise
+            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            err_console.print("interrupted", highlight=False)
+            sys.exit(130)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="srgan")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
+def main(debug: bool) -> None:
+    """4x photo super-resolution with SRGAN: upscale, train, benchmark."""
+
+
+@main.command("models")
+def models_command() -> None:
+    """List the named models and whether their weights are installed."""
+    for name, entry in REGISTRY.items():
+        path = weights_dir() / entry.filename
+        missing = "on the Hub" if entry.hub else "not trained yet"
+        state = "installed" if path.is_file() else missing
+        default = " (default)" if name == DEFAULT_MODEL else ""
+        click.echo(f"{name}{default}: {entry.description} [{state}]")
+
+
+def collect_jobs(
+    inputs: tuple[Path, ...], output: Path | None, suffix: str | None, fmt: str | None,
+    recursive: bool, scale: int,
+) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
+    """Expand files and folders into (input, output) pairs, plus inputs that cannot be planned."""
+    single_file = len(inputs) == 1 and not inputs[0].is_dir()
+    out_file = None
+    if output is not None and single_file and output.suffix and not output.is_dir():
+        out_file = output
+    if suffix is None:  # beside the inputs, a suffix keeps the originals safe
+        suffix = f"_x{scale}" if output is None else ""
+    ext = None if fmt is None else "." + fmt.lower().lstrip(".")
+    jobs: list[tuple[Path, Path]] = []
+    problems: list[tuple[Path, str]] = []
+    for item in inputs:
+        if item.is_dir():
+            found = images.find_images(item, recursive=recursive)
+            if not found:
+                problems.append((item, "no images found in this folder"))
+            planned, errors = images.plan_outputs(found, item, output, None, suffix, ext or ".png")
+        else:
+            planned, errors = images.plan_outputs([item], None, output, out_file, suffix, ext)
+        jobs += planned
+        problems += errors
+    return jobs, problems
+
+
+@main.command("upscale")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Output file (one input) or folder. Default: beside each input, with a suffix.")
+@click.option("-m", "--model", default=DEFAULT_MODEL, show_default=True,
+              help="Registry name, .safetensors path, or hf://owner/repo/file.safetensors[@rev].")
+@click.option("--suffix", default=None,
+              help="Added to output file names. Default: '_x4' beside the inputs, none with -o.")
+@click.option("--format", "fmt", type=click.Choice(["png", "jpg", "webp", "tif", "bmp"]),
+              help="Output format. Default: the -o file's extension, else PNG for folders.")
+@click.option("--tile", default=512, show_default=True,
+              help="Tile size in input pixels for bounded memory (0 = whole image at once).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
+              show_default=True, help="auto = fp16 on CUDA, fp32 on CPU.")
+@click.option("--skip-existing", is_flag=True, help="Skip inputs whose output already exists.")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs (never inputs).")
+@click.option("--recursive/--no-recursive", default=True, show_default=True,
+              help="Look into subfolders of folder inputs.")
+@click.option("--max-pixels", default=images.DEFAULT_MAX_PIXELS, show_default=True,
+              help="Refuse inputs with more pixels than this (decompression-bomb guard).")
+@click.option("--quality", default=95, show_default=True, help="JPEG/WebP output quality.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress display.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
+@friendly_errors
+def upscale_command(
+    inputs: tuple[Path, ...], output: Path | None, model: str, suffix: str | None,
+    fmt: str | None, tile: int, device: str, precision: str, skip_existing: bool,
+    overwrite: bool, recursive: bool, max_pixels: int, quality: int, quiet: bool, as_json: bool,
+) -> None:
+    """Upscale image files and folders of images."""
+    from .upscale import FileResult, Upscaler, upscale_batch
+
+    if skip_existing and overwrite:
+        raise click.UsageError("--skip-existing and --overwrite contradict each other")
+    missing = [p for p in inputs if not p.exists()]
+    upscaler = Upscaler(model, device=device, precision=precision, tile=tile)
+    jobs, problems = collect_jobs(inputs, output, suffix, fmt, recursive, upscaler.scale)
+    failures = [FileResult(p, None, "failed", "no such file or folder") for p in missing]
+    failures += [FileResult(p, None, "failed", reason) for p, reason in problems
+                 if p not in missing]
+    jobs = [(s, d) for s, d in jobs if s not in missing]
+    if not overwrite and not skip_existing:
+        existing = [(s, d) for s, d in jobs if d.exists()]
+        failures += [FileResult(s, d, "failed", f"{d} exists (use --overwrite or --skip-existing)")
+                     for s, d in existing]
+        jobs = [j for j in jobs if j not in existing]
+    for result in failures:
+        report(result, quiet, as_json)
+
+    show_progress = not (quiet or as_json)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=err_console, disable=not show_progress,
+                  transient=True) as progress:
+        files_task = progress.add_task("images", total=len(jobs))
+        tiles_task = progress.add_task("tiles", total=1, visible=False)
+
+        def on_start(src: Path, n_tiles: int) -> None:
+            progress.update(tiles_task, description=src.name, total=n_tiles, completed=0,
+                            visible=n_tiles > 1)
+
+        def on_done(result: FileResult) -> None:
+            progress.advance(files_task)
+            if result.status != "written" or result.warnings:
+                progress.console.print(format_result(result), highlight=False, soft_wrap=True)
+
+        summary = upscale_batch(
+            upscaler, jobs, skip_existing=skip_existing, max_pixels=max_pixels, quality=quality,
+            on_start=on_start, on_tile=lambda: progress.advance(tiles_task),
+            on_done=None if as_json else on_done,
+        )
+    summary.results[:0] = failures
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), indent=2))
+    elif not quiet:
+        err_console.print(
+            f"{summary.count('written')} written, {summary.count('skipped')} skipped, "
+            f"{summary.count('failed')} failed", highlight=False)
+    sys.exit(1 if summary.failed else 0)
+
+
+def format_result(result) -> str:
+    """One line per noteworthy file: ``path: reason``."""
+    if result.status == "failed":
+        return f"{result.src}: {result.reason}"
+    if result.status == "skipped":
+        return f"{result.src}: skipped ({result.reason})"
+    return "\n".join(f"{result.src}: warning: {w}" for w in result.warnings)
+
+
+def report(result, quiet: bool, as_json: bool) -> None:
+    if not as_json and (not quiet or result.status == "failed"):
+        err_console.print(format_result(result), highlight=False, soft_wrap=True)

@@ -1,0 +1,42 @@
+"""Shared fixtures: tiny generators and checkpoints that the tests make themselves."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from srgan_cli.checkpoints import save_checkpoint
+from srgan_cli.models import Generator, GeneratorConfig
+
+TINY = GeneratorConfig(scale=4, num_blocks=1, channels=8)
+
+
+def make_generator(config: GeneratorConfig = TINY, seed: int = 0) -> Generator:
+    """A small generator with non-trivial BN statistics, in eval mode."""
+    torch.manual_seed(seed)
+    gen = Generator(config)
+    for m in gen.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return gen.eval()
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path: Path) -> Path:
+    """A saved x4 checkpoint of a 1-block, 8-channel generator."""
+    return save_checkpoint(make_generator(), tmp_path / "tiny-x4.safetensors",
+                           training={"phase": "test"})
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None,
+            timeout: float = 180) -> subprocess.CompletedProcess:
+    """Run ``python -m srgan_cli ARGS`` in a subprocess, as a user would."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "srgan_cli", *args], capture_output=True,
+                          text=True, env=full_env, cwd=cwd, timeout=timeout)

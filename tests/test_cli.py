@@ -1,0 +1,111 @@
+"""`srgan upscale` end to end through the CLI: files, folders, exit codes, messages."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from conftest import run_cli
+from PIL import Image
+
+from srgan_cli import checkpoints
+from srgan_cli.cli import main
+
+
+def make_png(path, size=(10, 8), color=(10, 120, 200)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path)
+    return path
+
+
+def upscale(*args):
+    return CliRunner().invoke(main, ["upscale", *map(str, args)])
+
+
+def test_single_file(tmp_path, tiny_checkpoint):
+    src = make_png(tmp_path / "a.png")
+    result = upscale(src, "-o", tmp_path / "out.png", "--model", tiny_checkpoint, "-q")
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "out.png").size == (40, 32)
+
+
+def test_default_output_is_beside_the_input_with_a_suffix(tmp_path, tiny_checkpoint):
+    src = make_png(tmp_path / "a.png")
+    assert upscale(src, "--model", tiny_checkpoint, "-q").exit_code == 0
+    assert (tmp_path / "a_x4.png").is_file()
+    assert Image.open(src).size == (10, 8), "input untouched"
+
+
+def test_folder_keeps_subfolders_and_reports_failures(tmp_path, tiny_checkpoint):
+    make_png(tmp_path / "in" / "a.png")
+    make_png(tmp_path / "in" / "sub" / "b.png")
+    (tmp_path / "in" / "broken.png").write_bytes(b"definitely not a png")
+    result = upscale(tmp_path / "in", "-o", tmp_path / "out", "--model", tiny_checkpoint,
+                     "--json")
+    assert result.exit_code == 1
+    summary = json.loads(result.stdout)
+    assert (summary["written"], summary["failed"]) == (2, 1)
+    assert (tmp_path / "out" / "a.png").is_file()
+    assert (tmp_path / "out" / "sub" / "b.png").is_file()
+    failed = [f for f in summary["files"] if f["status"] == "failed"]
+    assert failed[0]["input"].endswith("broken.png")
+
+
+def test_existing_outputs_are_not_overwritten_by_accident(tmp_path, tiny_checkpoint):
+    src = make_png(tmp_path / "a.png")
+    out = make_png(tmp_path / "out.png", size=(3, 3))
+    result = upscale(src, "-o", out, "--model", tiny_checkpoint, "-q")
+    assert result.exit_code == 1
+    assert "exists (use --overwrite or --skip-existing)" in result.output
+    assert Image.open(out).size == (3, 3)
+    assert upscale(src, "-o", out, "--model", tiny_checkpoint, "-q", "--skip-existing"
+                   ).exit_code == 0
+    assert Image.open(out).size == (3, 3)
+    assert upscale(src, "-o", out, "--model", tiny_checkpoint, "-q", "--overwrite").exit_code == 0
+    assert Image.open(out).size == (40, 32)
+
+
+def test_missing_input_is_one_line_and_exit_1(tmp_path, tiny_checkpoint):
+    src = make_png(tmp_path / "a.png")
+    result = upscale(src, tmp_path / "ghost.png", "-o", tmp_path / "out", "--model",
+                     tiny_checkpoint)
+    assert result.exit_code == 1
+    assert "ghost.png: no such file or folder" in result.output
+    assert (tmp_path / "out" / "a.png").is_file()
+
+
+def test_usage_errors_exit_2(tmp_path, tiny_checkpoint):
+    assert upscale().exit_code == 2
+    assert upscale(tmp_path, "--tile", "abc").exit_code == 2
+    src = make_png(tmp_path / "a.png")
+    result = upscale(src, "--skip-existing", "--overwrite", "--model", tiny_checkpoint)
+    assert result.exit_code == 2
+
+
+def test_default_model_missing_is_one_clear_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoints, "weights_dir", lambda: tmp_path / "empty")
+    src = make_png(tmp_path / "a.png")
+    result = upscale(src, "-o", tmp_path / "out.png")
+    assert result.exit_code == 1
+    assert "model 'srgan-x4' is not available" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_bad_model_file_is_one_line_without_traceback(tmp_path):
+    bad = tmp_path / "m.pth"
+    bad.write_bytes(b"\x80\x04junk")
+    src = make_png(tmp_path / "a.png")
+    proc = run_cli("upscale", str(src), "--model", str(bad))
+    assert proc.returncode == 1
+    assert "pickle" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("--debug", "upscale", str(src), "--model", str(bad))
+    assert "Traceback" in proc.stderr
+
+
+@pytest.mark.parametrize("fmt,ext", [("jpg", ".jpg"), ("webp", ".webp")])
+def test_format_option(tmp_path, tiny_checkpoint, fmt, ext):
+    make_png(tmp_path / "in" / "a.png")
+    result = upscale(tmp_path / "in", "-o", tmp_path / "out", "--format", fmt, "--model",
+                     tiny_checkpoint, "-q")
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "out" / f"a{ext}").size == (40, 32)
