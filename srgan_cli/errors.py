@@ -1,0 +1,13 @@
+"""The project's exception hierarchy: expected, user-facing failures with a one-line reason.
+
+Anything raised as a SrganError is reported to the user as `path: reason` (or just the reason)
+without a traceback; any other exception is a bug.
+"""
+
+
+class SrganError(Exception):
+    """Base class of every expected failure; str(error) is a short, one-line reason."""
+
+
+class ImageError(SrganError):
+    """An image could not be read, planned or written (the batch goes on with the next one)."""
