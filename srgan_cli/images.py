@@ -19,8 +19,8 @@ Decisions (see also the docstrings below):
 - CMYK is converted to RGB without colour management (its CMYK profile is dropped, with a
   warning); YCbCr JPEGs come out of the decoder as RGB.
 - Bit depth comes from the file's mode, never from pixel values: 16-bit PNG (grey, grey+alpha,
-  RGB, RGBA; decoded by torchvision because Pillow reduces 16-bit colour to 8 bits) and I;16
-  TIFF are 16-bit. Pillow reads 48/64-bit TIFF as 8 bits; that is reported as a warning.
+  RGB, RGBA; Pillow alone would keep 8 bits of 16-bit colour, see _png16_colour) and I;16 TIFF
+  are 16-bit. Pillow reads 48/64-bit TIFF as 8 bits; that is reported as a warning.
 - Animated GIF/WebP/PNG: only the first frame is upscaled, with a warning.
 - EXIF orientation is applied on reading; the EXIF written back says "upright" (1).
 - write_image is atomic: a temporary file next to the target, then os.replace.
@@ -28,6 +28,7 @@ Decisions (see also the docstrings below):
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import tempfile
@@ -41,7 +42,6 @@ from typing import BinaryIO
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision.io
 from PIL import Image, UnidentifiedImageError
 
 from srgan_cli.errors import ImageError
@@ -178,9 +178,9 @@ def _decode(image: Image.Image, file: BinaryIO) -> Picture:
     if frames > 1:
         notes.append(f"animated image: only the first of {frames} frames is upscaled")
     image.load()  # decode now so corrupt data fails here, inside read_image's error handling
-    if image.format == "PNG" and _png_bit_depth(file) == 16:
-        channels, bit_depth = _decode_png16(file), 16
-        grayscale = channels.shape[0] in (1, 2)
+    colour16 = _png16_colour(file, notes) if image.format == "PNG" else None
+    if colour16 is not None:
+        channels, grayscale, bit_depth = colour16, colour16.shape[0] == 2, 16
     else:
         channels, grayscale, bit_depth = _pillow_channels(image, notes)
     if channels.shape[0] in (1, 2):  # grey (+ alpha) -> three equal colour channels
@@ -217,7 +217,7 @@ def _pillow_channels(image: Image.Image, notes: list[str]) -> tuple[torch.Tensor
     """(C, H, W) float32 [0, 1] with C = 1 (grey), 2 (grey+alpha), 3 (RGB) or 4 (RGBA)."""
     mode = image.mode
     if mode.startswith("I"):  # I;16, I;16B, ... and 32-bit I (clipped to 16 bits)
-        grey = np.asarray(image).astype(np.float32).clip(0, 65535) / 65535
+        grey = np.array(image).astype(np.float32).clip(0, 65535) / 65535
         return torch.from_numpy(grey)[None], True, 16
     if mode == "F":
         raise ImageError("unsupported pixel format: 32-bit floating point")
@@ -231,22 +231,8 @@ def _pillow_channels(image: Image.Image, notes: list[str]) -> tuple[torch.Tensor
             notes.append("16-bit colour TIFF read as 8 bits per channel (Pillow limitation)")
         has_alpha = "A" in mode or "a" in mode or "transparency" in image.info
         image, grayscale = image.convert("RGBA" if has_alpha else "RGB"), False
-    pixels = np.asarray(image, dtype=np.uint8).reshape(image.height, image.width, -1)
+    pixels = np.array(image, dtype=np.uint8).reshape(image.height, image.width, -1)
     return torch.from_numpy(pixels).permute(2, 0, 1).float() / 255, grayscale, 8
-
-
-def _png_bit_depth(file: BinaryIO) -> int:
-    """Bits per sample from a PNG's IHDR (byte 24: after signature, length, type, size)."""
-    file.seek(24)
-    return file.read(1)[0]
-
-
-def _decode_png16(file: BinaryIO) -> torch.Tensor:
-    """A 16-bit PNG as (C, H, W) float32 [0, 1], C = 1..4 (Pillow would keep only 8 bits)."""
-    file.seek(0)
-    data = torch.frombuffer(bytearray(file.read()), dtype=torch.uint8)
-    pixels = torchvision.io.decode_png(data, mode=torchvision.io.ImageReadMode.UNCHANGED)
-    return pixels.float() / 65535
 
 
 def _apply_orientation(pixels: torch.Tensor, orientation: int) -> torch.Tensor:
@@ -394,6 +380,63 @@ def _to_pillow(channels: torch.Tensor, sixteen: bool) -> Image.Image:
     return Image.fromarray(pixels[:, :, 0] if mode == "L" else pixels).convert(mode)
 
 
+# ----------------------------------------------------------------------------- 16-bit PNG
+# Pillow keeps only 8 of the 16 bits of colour PNGs, and cannot write them; these fill the gap.
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    """One PNG chunk: length, type, body, CRC."""
+    crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+
+def _png_chunks(file: BinaryIO) -> Iterator[tuple[bytes, bytes]]:
+    """(type, body) of each chunk of a PNG file, from the first (IHDR) to IEND."""
+    file.seek(len(_PNG_SIGNATURE))
+    while len(head := file.read(8)) == 8:
+        length, kind = struct.unpack(">I4s", head)
+        yield kind, file.read(length)
+        file.read(4)  # CRC: Pillow has checked the file already
+        if kind == b"IEND":
+            return
+
+
+def _png16_colour(file: BinaryIO, notes: list[str]) -> torch.Tensor | None:
+    """A 16-bit grey+alpha, RGB or RGBA PNG as (C, H, W) float32 [0, 1]; None for other PNGs.
+
+    Pillow reads these with 8 bits per channel. Trick: PNG filters work byte by byte, each byte
+    predicted from the bytes one pixel to the left and one row up, so the bytes of one channel
+    alone form a valid filtered 16-bit grey image, which Pillow decodes exactly (as I;16).
+    """
+    chunks = _png_chunks(file)
+    _, header = next(chunks)
+    width, height, depth, colour_type, _, _, interlaced = struct.unpack(">IIBBBBB", header)
+    if depth != 16 or colour_type == 0:  # Pillow reads 16-bit grey by itself
+        return None
+    if interlaced:
+        notes.append("interlaced 16-bit PNG read with 8 bits per channel (Pillow limitation)")
+        return None
+    channels = {4: 2, 2: 3, 6: 4}[colour_type]
+    expected = height * (1 + width * channels * 2)  # a filter-type byte, then the samples
+    compressed = b"".join(body for kind, body in chunks if kind == b"IDAT")
+    data = zlib.decompressobj().decompress(compressed, expected)
+    if len(data) != expected:
+        raise ImageError("truncated or corrupt image data")
+    rows = np.frombuffer(data, np.uint8).reshape(height, -1)
+    filters, samples = rows[:, :1], rows[:, 1:].reshape(height, width, channels, 2)
+    grey_header = _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0))
+    planes = []
+    for channel in range(channels):
+        scanlines = np.concatenate([filters, samples[:, :, channel].reshape(height, -1)], 1)
+        idat = _png_chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 0))
+        grey = _PNG_SIGNATURE + grey_header + idat + _png_chunk(b"IEND", b"")
+        with Image.open(io.BytesIO(grey)) as plane:
+            planes.append(np.array(plane, dtype=np.uint16))
+    return torch.from_numpy(np.stack(planes).astype(np.float32) / 65535)
+
+
 def _encode_png16(
     pixels: np.ndarray, icc_profile: bytes | None, exif: bytes | None, dpi: tuple | None
 ) -> bytes:
@@ -403,28 +446,28 @@ def _encode_png16(
     """
     height, width, channels = pixels.shape
     colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
-    rows = pixels.astype(">u2").view(np.uint8).reshape(height, width * channels * 2)
+    rows = (
+        np.ascontiguousarray(pixels, dtype=">u2")
+        .view(np.uint8)
+        .reshape(height, width * channels * 2)
+    )
     step = channels * 2  # bytes per pixel
     filtered = rows.copy()
     filtered[:, step:] = rows[:, step:] - rows[:, :-step]  # uint8 arithmetic wraps mod 256
     scanlines = np.concatenate([np.ones((height, 1), np.uint8), filtered], axis=1)
 
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
     out = [
-        b"\x89PNG\r\n\x1a\n",
-        chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)),
+        _PNG_SIGNATURE,
+        _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)),
     ]
     if icc_profile:
-        out.append(chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc_profile)))
+        out.append(_png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc_profile)))
     if dpi:
         per_metre = (round(dpi[0] / 0.0254), round(dpi[1] / 0.0254))
-        out.append(chunk(b"pHYs", struct.pack(">IIB", *per_metre, 1)))
+        out.append(_png_chunk(b"pHYs", struct.pack(">IIB", *per_metre, 1)))
     if exif:
-        out.append(chunk(b"eXIf", exif.removeprefix(b"Exif\x00\x00")))
-    out += [chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 6)), chunk(b"IEND", b"")]
+        out.append(_png_chunk(b"eXIf", exif.removeprefix(b"Exif\x00\x00")))
+    out += [_png_chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 6)), _png_chunk(b"IEND", b"")]
     return b"".join(out)
 
 
