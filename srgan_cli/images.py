@@ -46,12 +46,14 @@ from PIL import Image, UnidentifiedImageError
 
 from srgan_cli.errors import ImageError
 
-# File name endings that mean "this should be an image" (lower case).
-IMAGE_EXTENSIONS = frozenset(
-    {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
-)
+# File name endings we write, with their format, and all that mean "this should be an image".
+_EXTENSION_FORMATS = {
+    ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG",
+    ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP",
+}  # fmt: skip
+IMAGE_EXTENSIONS = frozenset(_EXTENSION_FORMATS) | {".gif"}
 
-# Pillow's own hard decompression-bomb limit (2 * Image.MAX_IMAGE_PIXELS), about 178.9 MP.
+# Pillow's own hard decompression-bomb limit (2 * Image.MAX_IMAGE_PIXELS), 179.0 MP.
 DEFAULT_MAX_PIXELS = 178_956_970
 
 # What each writable format can store. modes: Pillow modes written as they are;
@@ -63,10 +65,6 @@ _WRITERS: dict[str, dict] = {
     "TIFF": {"modes": {"L", "LA", "RGB", "RGBA"}, "icc": True, "exif": False, "dpi": True},
     "BMP": {"modes": {"L", "RGB"}, "icc": False, "exif": False, "dpi": True},
 }
-_EXTENSION_FORMATS = {
-    ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG",
-    ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP",
-}  # fmt: skip
 _DEFAULT_EXTENSION = ".png"  # for inputs whose own format cannot be written (e.g. GIF)
 
 _ORIENTATION_TAG = 0x0112
@@ -146,8 +144,7 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Pictur
                 return _decode(image, file)
         except UnidentifiedImageError:
             raise ImageError("not an image file (or an unsupported format)") from None
-        except (OSError, SyntaxError, ValueError, EOFError, RuntimeError, struct.error,
-                zlib.error, Image.DecompressionBombError):  # fmt: skip
+        except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error):
             raise ImageError("truncated or corrupt image data") from None
 
 
@@ -230,7 +227,10 @@ def _pillow_channels(image: Image.Image, notes: list[str]) -> tuple[torch.Tensor
         if max(bits) > 8:
             notes.append("16-bit colour TIFF read as 8 bits per channel (Pillow limitation)")
         has_alpha = "A" in mode or "a" in mode or "transparency" in image.info
-        image, grayscale = image.convert("RGBA" if has_alpha else "RGB"), False
+        try:
+            image, grayscale = image.convert("RGBA" if has_alpha else "RGB"), False
+        except ValueError:
+            raise ImageError(f"unsupported pixel format: {mode}") from None
     pixels = np.array(image, dtype=np.uint8).reshape(image.height, image.width, -1)
     return torch.from_numpy(pixels).permute(2, 0, 1).float() / 255, grayscale, 8
 
@@ -321,7 +321,7 @@ def write_image(
     notes: list[str] = []
     alpha = picture.alpha
     if alpha is not None and "RGBA" not in caps["modes"]:
-        if bool((alpha < 1).any()):
+        if bool((alpha < 1 - 0.5 / 255).any()):  # anything that would not round to opaque
             raise ImageError(f"{fmt} cannot store transparency; write png, webp or tiff instead")
         alpha = None
     grey = picture.grayscale and ("LA" if alpha is not None else "L") in caps["modes"]
@@ -333,7 +333,7 @@ def write_image(
         fmt == "PNG" or (fmt == "TIFF" and channels.shape[0] == 1)
     )
     if picture.bit_depth == 16 and not sixteen:
-        notes.append(f"16-bit image written with 8 bits per channel ({fmt} cannot store it)")
+        notes.append(f"16-bit image written to {fmt} with 8 bits per channel; png keeps 16")
     metadata = {
         "icc_profile": picture.icc_profile if caps["icc"] else None,
         "exif": picture.exif if caps["exif"] else None,
@@ -351,6 +351,8 @@ def write_image(
             options.update(quality=quality, subsampling=0)
         elif fmt == "WEBP":
             options.update(quality=quality, lossless=quality >= 100)
+        elif fmt == "TIFF":
+            options.update(compression="tiff_lzw")
 
         def save(file: BinaryIO) -> None:
             image.save(file, fmt, **options)

@@ -94,6 +94,22 @@ def read_png16_sub(data: bytes) -> np.ndarray:
     return samples.astype(np.uint8).view(">u2").reshape(height, width, channels).astype(np.uint16)
 
 
+def tiff48(pixels: np.ndarray) -> bytes:
+    """An uncompressed 48-bit RGB TIFF made by hand from (H, W, 3) uint16 (little-endian)."""
+    height, width, _ = pixels.shape
+    data = pixels.astype("<u2").tobytes()
+    tags = [(256, width), (257, height), (258, None), (259, 1), (262, 2), (273, None),
+            (277, 3), (278, height), (279, len(data))]  # fmt: skip
+    bits_at = 8 + 2 + 12 * len(tags) + 4
+    out = b"II*\x00" + struct.pack("<IH", 8, len(tags))
+    for tag, value in tags:
+        if tag == 258:  # BitsPerSample: three SHORTs stored after the directory
+            out += struct.pack("<HHII", tag, 3, 3, bits_at)
+        else:  # LONG values; StripOffsets points past the bits
+            out += struct.pack("<HHII", tag, 4, 1, bits_at + 6 if tag == 273 else value)
+    return out + struct.pack("<I", 0) + struct.pack("<3H", 16, 16, 16) + data
+
+
 def srgb_profile() -> bytes:
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
@@ -216,6 +232,14 @@ def test_animated_gif_gives_first_frame_with_a_warning(image_corpus):
     assert red[0] > 0.9 and red[1] < 0.1 and red[2] < 0.1
 
 
+def test_48_bit_tiff_is_read_as_8_bit_with_a_warning(tmp_path):
+    (tmp_path / "deep.tif").write_bytes(tiff48(gradient(3, 65535, np.uint16)))
+    picture = read_image(tmp_path / "deep.tif")
+    want = torch.from_numpy(gradient()).permute(2, 0, 1).float() / 255
+    assert picture.bit_depth == 8 and (picture.rgb - want).abs().max() <= 1 / 255 + 1e-6
+    assert any("16-bit colour TIFF" in note for note in picture.warnings)
+
+
 def test_cmyk_jpeg_reads_as_rgb_with_a_note(image_corpus):
     folder, _ = image_corpus
     picture = read_image(folder / "cmyk.jpg")
@@ -273,6 +297,12 @@ def test_bad_files_each_give_one_line_reason(tmp_path):
             read_image(tmp_path / name)
         message = str(caught.value)
         assert reason in message and message and "\n" not in message, name
+
+
+def test_floating_point_image_is_refused_as_unsupported(tmp_path):
+    Image.new("F", (4, 4), 0.5).save(tmp_path / "float.tif")
+    with pytest.raises(ImageError, match="unsupported pixel format"):
+        read_image(tmp_path / "float.tif")
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads anything")
@@ -402,6 +432,16 @@ def test_16_bit_colour_to_8_bit_format_warns(tmp_path):
     picture = Picture(rgb=torch.rand(3, H, W), bit_depth=16)
     notes = write_image(picture, tmp_path / "out.jpg")
     assert notes and "8 bits" in notes[0]
+
+
+def test_grayscale_to_webp_becomes_rgb_and_16_bit_grey_alpha_to_tiff_warns(image_corpus, tmp_path):
+    folder, _ = image_corpus
+    grey = read_image(folder / "l.png")
+    write_image(grey, tmp_path / "grey.webp", quality=100)
+    assert Image.open(tmp_path / "grey.webp").mode == "RGB"
+    assert torch.equal(read_image(tmp_path / "grey.webp").rgb, grey.rgb)
+    notes = write_image(read_image(folder / "la32.png"), tmp_path / "la.tif")
+    assert notes and Image.open(tmp_path / "la.tif").mode == "LA"
 
 
 def test_8_bit_output_rounds_not_truncates(tmp_path):
