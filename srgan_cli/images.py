@@ -539,12 +539,20 @@ def plan_outputs(
     (only with a single input). Output name: input stem + suffix + ext, where ext (".png" or
     "png") defaults to the input's own extension, or .png when that format cannot be written.
 
-    Refused, each as one `input: reason` error: an output that is an input file (same folder
-    and no suffix), two inputs with the same output (the first keeps it; names that differ
-    only in letter case count as the same), and outputs outside out_dir.
+    Raises ImageError for a bad ext, suffix or out_file. Refused, each as one `input: reason`
+    error: an output that is an input file (e.g. same folder and no suffix), two inputs with
+    the same output (the first keeps it; names that differ only in letter case count as the
+    same), and outputs outside out_dir.
     """
     if out_file is not None and len(inputs) != 1:
         raise ImageError(f"an output file name needs exactly one input, got {len(inputs)}")
+    if out_file is not None:
+        format_for(out_file)  # refuse an unwritable format before any work is done
+    if ext is not None:
+        ext = ext if ext.startswith(".") else f".{ext}"
+        format_for(f"x{ext}")
+    if any(sep in suffix + (ext or "") for sep in ("/", "\\", os.sep)):
+        raise ImageError("the suffix and extension must not contain path separators")
     input_files = {_file_id(p) for p in inputs} - {None}
     input_keys = {_path_key(p) for p in inputs}
     taken: dict[str, Path] = {}
@@ -575,7 +583,6 @@ def _output_path(
     if ext is None:
         own = source.suffix.lower()
         ext = own if own in _EXTENSION_FORMATS else _DEFAULT_EXTENSION
-    ext = ext if ext.startswith(".") else f".{ext}"
     name = f"{source.stem}{suffix}{ext}"
     if out_dir is None:
         return source.with_name(name)

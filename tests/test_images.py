@@ -314,6 +314,15 @@ def test_unreadable_file_is_reported(tmp_path):
         read_image(path)
 
 
+def test_permission_error_is_reported_for_root_too(tmp_path, monkeypatch):
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "open", refuse)
+    with pytest.raises(ImageError, match="permission denied"):
+        read_image(tmp_path / "x.png")
+
+
 def test_batch_goes_on_after_bad_files(image_corpus):
     folder, expected = image_corpus
     (folder / "empty.png").write_bytes(b"")
@@ -595,6 +604,13 @@ def test_plan_keeps_outputs_inside_the_output_folder(tmp_path):
     assert plan.jobs == []
     assert "outside the output folder" in plan.errors[0]
     assert "not inside the input folder" in plan.errors[1]
+
+
+def test_plan_refuses_bad_names_up_front(tmp_path):
+    a = touch(tmp_path / "a.png")
+    for bad in ({"suffix": "/../../evil"}, {"ext": "gif"}, {"out_file": tmp_path / "x.gif"}):
+        with pytest.raises(ImageError):
+            plan_outputs([a], out_dir=tmp_path / "out", **bad)
 
 
 def test_plan_single_output_file(tmp_path):
