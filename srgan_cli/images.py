@@ -4,11 +4,11 @@ Convention: pixels are float32 tensors in [0, 1], RGB as (3, H, W), alpha as (1,
 
 How the upscaler uses this module::
 
-    picture = read_image(path)                       # raises ImageError: report, go on
+    picture = read_image(path)                  # raises ImageError: report it, go on
     rgb = picture.rgb
     if picture.alpha is not None:
-        rgb = bleed_colour(rgb, picture.alpha)      # hidden colour must not leak into edges
-    big_rgb = network(rgb)                           # (3, sH, sW)
+        rgb = bleed_colour(rgb, picture.alpha)  # hidden colour must not leak into edges
+    big_rgb = network(rgb)                      # (3, sH, sW)
     big_alpha = None if picture.alpha is None else upscale_alpha(picture.alpha, scale)
     warnings = write_image(picture.with_pixels(big_rgb, big_alpha), out_path)
 
@@ -23,6 +23,7 @@ Decisions (see also the docstrings below):
   are 16-bit. Pillow reads 48/64-bit TIFF as 8 bits; that is reported as a warning.
 - Animated GIF/WebP/PNG: only the first frame is upscaled, with a warning.
 - EXIF orientation is applied on reading; the EXIF written back says "upright" (1).
+- JPEG and BMP have no alpha: writing real transparency to them raises ImageError.
 - write_image is atomic: a temporary file next to the target, then os.replace.
 """
 
