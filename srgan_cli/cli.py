@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -75,15 +76,27 @@ def collect_jobs(
     problems: list[tuple[Path, str]] = []
     for item in inputs:
         if item.is_dir():
-            found = images.find_images(item, recursive=recursive)
+            found = [p for p in images.find_images(item, recursive=recursive)
+                     if not is_earlier_output(p, item, output, suffix)]
             if not found:
                 problems.append((item, "no images found in this folder"))
-            planned, errors = images.plan_outputs(found, item, output, None, suffix, ext or ".png")
+            plan = images.plan_outputs(found, item, output, None, suffix, ext)
         else:
-            planned, errors = images.plan_outputs([item], None, output, out_file, suffix, ext)
-        jobs += planned
-        problems += errors
+            plan = images.plan_outputs([item], None, output, out_file, suffix, ext)
+        jobs += plan.jobs
+        problems += [(Path(e.split(": ", 1)[0]), e.split(": ", 1)[1]) for e in plan.errors]
     return jobs, problems
+
+
+def is_earlier_output(path: Path, root: Path, output: Path | None, suffix: str) -> bool:
+    """Whether a file found in input folder ``root`` is a result of an earlier run.
+
+    Results sit beside their inputs with the suffix (``a_x4.png``), or in an output folder
+    below the input folder; upscaling them again on a re-run would be wrong.
+    """
+    if output is None or output.resolve() == root.resolve():
+        return bool(suffix) and path.stem.endswith(suffix)
+    return output.resolve() in path.resolve().parents
 
 
 @main.command("upscale")
@@ -95,7 +108,7 @@ def collect_jobs(
 @click.option("--suffix", default=None,
               help="Added to output file names. Default: '_x4' beside the inputs, none with -o.")
 @click.option("--format", "fmt", type=click.Choice(["png", "jpg", "webp", "tif", "bmp"]),
-              help="Output format. Default: the -o file's extension, else PNG for folders.")
+              help="Output format. Default: the -o file's extension, else the input's own format.")
 @click.option("--tile", default=512, show_default=True,
               help="Tile size in input pixels for bounded memory (0 = whole image at once).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
@@ -118,6 +131,8 @@ def upscale_command(
 ) -> None:
     """Upscale image files and folders of images."""
     from .upscale import FileResult, Upscaler, upscale_batch
+
+    stop_on_sigterm()
 
     if skip_existing and overwrite:
         raise click.UsageError("--skip-existing and --overwrite contradict each other")
@@ -165,6 +180,15 @@ def upscale_command(
             f"{summary.count('written')} written, {summary.count('skipped')} skipped, "
             f"{summary.count('failed')} failed", highlight=False)
     sys.exit(1 if summary.failed else 0)
+
+
+def stop_on_sigterm() -> None:
+    """Treat SIGTERM (kill, job schedulers) like Ctrl-C, so temporary files are cleaned up."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def format_result(result) -> str:
