@@ -123,26 +123,45 @@ def is_earlier_output(path: Path, root: Path, output: Path | None, suffix: str) 
 @click.option("--quality", default=95, show_default=True, help="JPEG/WebP output quality.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
+@click.option("--shard", metavar="I/N",
+              help="Do only share I (0-based) of N of the files, for job arrays; e.g. "
+                   "--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT.")
 @friendly_errors
 def upscale_command(
     inputs: tuple[Path, ...], output: Path | None, model: str, suffix: str | None,
     fmt: str | None, tile: int, device: str, precision: str, skip_existing: bool,
     overwrite: bool, recursive: bool, max_pixels: int, quality: int, quiet: bool, as_json: bool,
+    shard: str | None,
 ) -> None:
-    """Upscale image files and folders of images."""
-    from .upscale import FileResult, Upscaler, upscale_batch
+    """Upscale image files and folders of images.
+
+    Under torchrun each process upscales its own share of the files on its own GPU and
+    rank 0 prints one combined summary; --shard I/N does the same split without torchrun.
+    """
+    from . import distributed
+    from .upscale import BatchSummary, FileResult, Upscaler, upscale_batch
 
     stop_on_sigterm()
-
     if skip_existing and overwrite:
         raise click.UsageError("--skip-existing and --overwrite contradict each other")
+    if shard is not None and distributed.under_torchrun():
+        raise click.UsageError("--shard splits work without torchrun; under torchrun the "
+                               "ranks share the files already")
+    rank, world, dev = distributed.init(device)
+    my_share = distributed.Shard(rank, world) if world > 1 else distributed.Shard.parse(
+        shard or "0/1")
+    main_process = rank == 0
+    quiet = quiet or not main_process  # one progress display, on rank 0
+
+    upscaler = Upscaler(model, device=dev, precision=precision, tile=tile)
     missing = [p for p in inputs if not p.exists()]
-    upscaler = Upscaler(model, device=device, precision=precision, tile=tile)
     jobs, problems = collect_jobs(inputs, output, suffix, fmt, recursive, upscaler.scale)
-    failures = [FileResult(p, None, "failed", "no such file or folder") for p in missing]
-    failures += [FileResult(p, None, "failed", reason) for p, reason in problems
-                 if p not in missing]
-    jobs = [(s, d) for s, d in jobs if s not in missing]
+    jobs = my_share.select([(s, d) for s, d in jobs if s not in missing])
+    failures: list[FileResult] = []
+    if main_process:  # problems found while planning are reported once
+        failures += [FileResult(p, None, "failed", "no such file or folder") for p in missing]
+        failures += [FileResult(p, None, "failed", reason) for p, reason in problems
+                     if p not in missing]
     if not overwrite and not skip_existing:
         existing = [(s, d) for s, d in jobs if d.exists()]
         failures += [FileResult(s, d, "failed", f"{d} exists (use --overwrite or --skip-existing)")
@@ -167,15 +186,17 @@ def upscale_command(
             if result.status != "written" or result.warnings:
                 progress.console.print(format_result(result), highlight=False, soft_wrap=True)
 
-        summary = upscale_batch(
+        mine = upscale_batch(
             upscaler, jobs, skip_existing=skip_existing, max_pixels=max_pixels, quality=quality,
             on_start=on_start, on_tile=lambda: progress.advance(tiles_task),
             on_done=None if as_json else on_done,
         )
-    summary.results[:0] = failures
-    if as_json:
+    summary = BatchSummary([r for share in distributed.gather(failures + mine.results)
+                            for r in share])
+    distributed.finish()
+    if main_process and as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2))
-    elif not quiet:
+    elif main_process and not quiet:
         err_console.print(
             f"{summary.count('written')} written, {summary.count('skipped')} skipped, "
             f"{summary.count('failed')} failed", highlight=False)
