@@ -274,7 +274,7 @@ def benchmark_command(
 
     from . import benchmark
 
-    out_console = Console()
+    out_console = Console(width=None if sys.stdout.isatty() else 160)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         console=err_console, disable=quiet or as_json, transient=True)
     if speed:
@@ -321,10 +321,10 @@ def benchmark_command(
         return
     table = Table(title=f"x{scale} quality (PSNR/SSIM on Y, border {scale})")
     for col in ("dataset", "model", "n", "PSNR-Y", "SSIM-Y", "PSNR-RGB", "LPIPS",
-                "LR-PSNR", "paper PSNR-Y / SSIM-Y"):
+                "LR-PSNR", "paper PSNR-Y/SSIM-Y"):
         table.add_column(col, justify="left" if col in ("dataset", "model") else "right")
     for r in results:
-        paper = (f"{r['paper_psnr_y']:.2f} / {r['paper_ssim_y']:.4f}"
+        paper = (f"{r['paper_psnr_y']:.2f}/{r['paper_ssim_y']:.4f}"
                  if r["paper_psnr_y"] is not None else "")
         lp = "" if r["lpips"] is None else f"{r['lpips']:.4f}"
         table.add_row(r["dataset"], r["model"], str(r["n"]), f"{r['psnr_y']:.2f}",
