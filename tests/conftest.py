@@ -13,6 +13,17 @@ import torch
 from srgan_cli.checkpoints import save_checkpoint
 from srgan_cli.models import Generator, GeneratorConfig
 
+SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture
+def shared_dir() -> Path:
+    """The shared data folder beside the checkout; tests that need it skip without it."""
+    if not SHARED_DIR.is_dir():
+        pytest.skip("../shared is not present")
+    return SHARED_DIR
+
+
 TINY = GeneratorConfig(scale=4, num_blocks=1, channels=8)
 
 
