@@ -349,6 +349,7 @@ class Trainer:
         self.step, self.nonfinite = state["step"], state["nonfinite"]
         self.best, self.last_val = state["best"], state["last_val"]
         self.last_losses = state["last_losses"]
+        restore_rng(tensors)  # before entering a phase, which draws from it
         return tensors, state
 
     def restore(self, tensors: dict, state: dict) -> None:
@@ -491,7 +492,6 @@ class Trainer:
                     tensors, state = resumed
                     if state["phase"] == phase.name:
                         self.restore(tensors, state)
-                    restore_rng(tensors)
                     resumed = None
                 stream = stream or data.batches(self.dataset, cfg.batch_size, self.step,
                                                 self.workers, self.device.type == "cuda")
