@@ -19,20 +19,16 @@ step numbers of the pretraining phase. The run folder holds (see README "Trainin
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from . import data, losses, metrics
 from .checkpoints import load_generator, resolve_model, save_checkpoint
@@ -40,6 +36,7 @@ from .errors import CheckpointError, SrganError, TrainingError
 from .models import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
 from .plot import plot_curves
 from .train_config import RANDOM_VGG, TrainConfig, save_config
+from .train_display import Display, deferred_interrupt
 from .train_state import (
     load_state,
     module_tensors,
@@ -146,67 +143,6 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
             (run_dir / name).unlink(missing_ok=True)
         for path in (run_dir / CHECKPOINT_DIR).glob("step_*.safetensors"):
             path.unlink()
-
-
-class Display:
-    """The live progress line (step, losses, it/s, ETA, last validation) and messages."""
-
-    def __init__(self, quiet: bool, console: Console | None) -> None:
-        self.quiet = quiet
-        self.console = console or Console(stderr=True)
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}"), console=self.console, disable=quiet,
-        )
-        self.task = self.progress.add_task("", total=1, rate="", info="", visible=False)
-        self.losses, self.val = "", ""
-
-    def __enter__(self) -> Display:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.progress.stop()
-
-    def phase(self, phase: Phase, step: int) -> None:
-        self.progress.reset(self.task, total=phase.end, completed=step, description=phase.name,
-                            visible=True)
-
-    def update(self, step: int, rate: float | None = None, losses: dict | None = None,
-               val: dict | None = None) -> None:
-        if losses is not None:
-            self.losses = " ".join(f"{k} {v:.4g}" for k, v in losses.items())
-        if val is not None:
-            self.val = "val " + " ".join(f"{k} {v:.4g}" for k, v in val.items())
-        fields = {"info": f"{self.losses}  {self.val}".strip()}
-        if rate is not None:
-            fields["rate"] = f"{rate:.2f} it/s"
-        self.progress.update(self.task, completed=step, **fields)
-
-    def message(self, text: str) -> None:
-        if not self.quiet:
-            self.progress.console.print(text, highlight=False, soft_wrap=True)
-
-
-@contextlib.contextmanager
-def deferred_interrupt(on_interrupt: Callable[[], None]) -> Iterator[None]:
-    """Turn the first Ctrl-C into ``on_interrupt()`` (the loop then stops cleanly after the
-    current step); a second Ctrl-C interrupts at once. Only in the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGINT)
-
-    def handler(signum, frame):
-        signal.signal(signal.SIGINT, previous)
-        on_interrupt()
-
-    signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 class Trainer:
@@ -514,7 +450,7 @@ class Trainer:
         cfg = self.config
         schedule = cfg.pretrain_schedule if phase.name == "pretrain" else cfg.gan_schedule
         step_fn = self.pretrain_step if phase.name == "pretrain" else self.gan_step
-        self.display.phase(phase, self.step)
+        self.display.phase(phase.name, self.step, phase.end)
         sums: dict[str, float] = {}
         count, window_steps, window_start = 0, 0, time.perf_counter()
         while self.step < phase.end and not self.stop_requested:
