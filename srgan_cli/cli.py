@@ -181,6 +181,122 @@ def report(result, quiet: bool, as_json: bool) -> None:
         err_console.print(format_result(result), highlight=False, soft_wrap=True)
 
 
+def parse_sizes(value: str) -> list[int]:
+    try:
+        sizes = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected sizes like 256,512, got {value!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise click.BadParameter("sizes must be positive")
+    return sizes
+
+
+@main.command("benchmark")
+@click.option("-m", "--model", "models", multiple=True,
+              help="Model name/path, or 'bicubic' / 'nearest' (repeatable). "
+                   "Default: bicubic plus the shipped models that are installed.")
+@click.option("-d", "--data", "datasets", multiple=True, type=click.Path(path_type=Path),
+              help="Folder of HR images, e.g. ../shared/datasets/Set5 (repeatable).")
+@click.option("--scale", default=4, show_default=True)
+@click.option("--per-image", is_flag=True, help="Also show a row per image.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@click.option("--save-images", type=click.Path(path_type=Path),
+              help="Write SR outputs to DIR/DATASET/MODEL/IMAGE.png.")
+@click.option("--compare", "compare_dir", type=click.Path(path_type=Path),
+              help="Write side-by-side crops (LR / each model / HR) to DIR/DATASET/IMAGE.png.")
+@click.option("--lpips-weights", envvar="SRGAN_LPIPS_WEIGHTS",
+              help="vgg16_lpips.safetensors for LPIPS (or $SRGAN_LPIPS_WEIGHTS); else omitted.")
+@click.option("--speed", is_flag=True, help="Measure speed and memory instead of quality.")
+@click.option("--size", "sizes", default="256", show_default=True, callback=lambda c, p, v:
+              parse_sizes(v), help="--speed: input sizes (square), comma-separated.")
+@click.option("--precision", "precisions", multiple=True,
+              type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+              help="Precision (repeatable). Quality default fp32; --speed default auto.")
+@click.option("--tile", "tiles", multiple=True, type=int,
+              help="Tile size (repeatable; 0 = off). Default 512 for quality, 0 for --speed.")
+@click.option("--repeats", default=3, show_default=True, help="--speed: timed runs per row.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("-q", "--quiet", is_flag=True, help="No progress display.")
+@friendly_errors
+def benchmark_command(
+    models: tuple[str, ...], datasets: tuple[Path, ...], scale: int, per_image: bool,
+    as_json: bool, save_images: Path | None, compare_dir: Path | None,
+    lpips_weights: str | None, speed: bool, sizes: list[int], precisions: tuple[str, ...],
+    tiles: tuple[int, ...], repeats: int, device: str, quiet: bool,
+) -> None:
+    """Score models with the standard SR protocol, or time them with --speed."""
+    from rich.table import Table
+
+    from . import benchmark
+
+    out_console = Console()
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        console=err_console, disable=quiet or as_json, transient=True)
+    if speed:
+        if len(models) > 1:
+            raise click.UsageError("--speed times one --model at a time")
+        with progress:
+            task = progress.add_task("timing", total=len(sizes) * (1 + len(precisions or ["auto"])
+                                                                   * len(tiles or [0])))
+            rows = benchmark.run_speed(
+                models[0] if models else None, sizes, device=device,
+                precisions=precisions or ("auto",), tiles=tiles or (0,), repeats=repeats,
+                on_row=lambda r: progress.advance(task))
+        if as_json:
+            click.echo(benchmark.to_json([], rows, None))
+            return
+        table = Table(title=f"speed: {rows[0].model} on {rows[0].device}")
+        for col in ("input", "configuration", "ms / image", "output MP/s", "x baseline",
+                    f"peak memory ({rows[0].memory_kind})"):
+            table.add_column(col, justify="right" if col != "configuration" else "left")
+        for row in rows:
+            base = next(r for r in rows if r.size == row.size)
+            table.add_row(f"{row.size}x{row.size}", row.label, f"{row.ms:.1f}",
+                          f"{row.mpix_per_s:.2f}", f"{base.ms / row.ms:.2f}x",
+                          f"{row.peak_mem_mb:.0f} MB")
+        out_console.print(table)
+        return
+
+    if not datasets:
+        raise click.UsageError("give at least one --data folder of HR images (or use --speed)")
+    if not models:
+        models = ("bicubic", *[n for n, e in REGISTRY.items()
+                               if (weights_dir() / e.filename).is_file()])
+    n_images = sum(len(images.find_images(d)) for d in datasets if d.is_dir())
+    with progress:
+        task = progress.add_task("scoring", total=n_images * len(models))
+        scores, has_lpips = benchmark.run_quality(
+            list(models), list(datasets), scale=scale, device=device,
+            precision=(precisions or ("fp32",))[0], tile=(tiles or (512,))[0],
+            lpips_weights=lpips_weights, save_dir=save_images, compare_dir=compare_dir,
+            on_image=lambda s: progress.advance(task))
+    results = benchmark.summarize(scores)
+    if as_json:
+        click.echo(benchmark.to_json(results, [], scores if per_image else None))
+        return
+    table = Table(title=f"x{scale} quality (PSNR/SSIM on Y, border {scale})")
+    for col in ("dataset", "model", "n", "PSNR-Y", "SSIM-Y", "PSNR-RGB", "LPIPS",
+                "LR-PSNR", "paper PSNR-Y / SSIM-Y"):
+        table.add_column(col, justify="left" if col in ("dataset", "model") else "right")
+    for r in results:
+        paper = (f"{r['paper_psnr_y']:.2f} / {r['paper_ssim_y']:.4f}"
+                 if r["paper_psnr_y"] is not None else "")
+        lp = "" if r["lpips"] is None else f"{r['lpips']:.4f}"
+        table.add_row(r["dataset"], r["model"], str(r["n"]), f"{r['psnr_y']:.2f}",
+                      f"{r['ssim_y']:.4f}", f"{r['psnr_rgb']:.2f}", lp, f"{r['lr_psnr']:.2f}",
+                      paper)
+        if per_image:
+            for s in scores:
+                if (s.model, s.dataset) == (r["model"], r["dataset"]):
+                    lp = "" if s.lpips is None else f"{s.lpips:.4f}"
+                    table.add_row("", f"  {s.image}", "", f"{s.psnr_y:.2f}", f"{s.ssim_y:.4f}",
+                                  f"{s.psnr_rgb:.2f}", lp, f"{s.lr_psnr:.2f}", "")
+    out_console.print(table)
+    if not has_lpips:
+        err_console.print("LPIPS omitted: pass --lpips-weights or set SRGAN_LPIPS_WEIGHTS",
+                          highlight=False)
+
+
 # --------------------------------------------------------------------------- srgan train
 
 

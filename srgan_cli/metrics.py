@@ -40,7 +40,7 @@ def _batched(x: Tensor) -> Tensor:
 
 
 def quantize(x: Tensor) -> Tensor:
-    """Float [0, 1] image -> float64 on [0, 255] rounded to integer (uint8) levels."""
+    """Float [0, 1] image -> float64 on [0, 255] rounded to integer (uint8) levels (detached)."""
     return x.detach().double().clamp(0, 1).mul(255).round()
 
 
@@ -103,6 +103,8 @@ def ssim(sr: Tensor, hr: Tensor, border: int, y_channel: bool = True) -> Tensor:
     sr, hr: (N, 3, H, W) float RGB in [0, 1]. Returns (N,) float64 (1.0 for identical images).
     """
     x, y = _prepare(sr, hr, border, y_channel)
+    if min(x.shape[-2:]) < 11:
+        raise ValueError(f"SSIM needs at least 11x11 pixels after the border, got {x.shape[-2:]}")
     channels = x.shape[1]
     window = gaussian_window().to(x.device).expand(channels, 1, 11, 11)
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
