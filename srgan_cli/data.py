@@ -186,27 +186,3 @@ def auto_workers(cached: bool, cuda: bool) -> int:
     if cached and not cuda:
         return 0
     return max(0, min(2 if cached else 8, (cpus or 1) - 1))
-
-
-def load_validation(
-    folders: Sequence[str | os.PathLike], scale: int
-) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-    """Validation pairs (name, lr, hr) as uint8 (1, 3, h, w), (1, 3, s*h, s*w).
-
-    HR is cropped to a multiple of ``scale`` and LR made by the benchmark's bicubic downscale.
-    """
-    pairs = []
-    for folder in map(Path, folders):
-        if not folder.is_dir():
-            raise TrainingError(f"validation folder not found: {folder}")
-        for path in images.find_images(folder, recursive=True):
-            hr = load_rgb_uint8(path)
-            h, w = hr.shape[-2:]
-            if min(h, w) < scale:
-                continue
-            hr = hr[:, : h - h % scale, : w - w % scale].contiguous()
-            lr = downscale_uint8(hr, scale)
-            pairs.append((path.name, lr[None], hr[None]))
-    if not pairs:
-        raise TrainingError(f"no validation images in {', '.join(map(str, folders))}")
-    return pairs

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -30,7 +31,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from . import data, losses, metrics
+from . import benchmark, data, losses, metrics
 from .checkpoints import load_generator, resolve_model, save_checkpoint
 from .errors import CheckpointError, SrganError, TrainingError
 from .models import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
@@ -48,7 +49,7 @@ from .train_state import (
     rng_tensors,
     save_state,
 )
-from .upscale import pick_device
+from .upscale import Upscaler, pick_device
 
 CONFIG_FILE = "config.toml"
 GENERATOR_FILE = "generator.safetensors"
@@ -174,12 +175,8 @@ class Trainer:
         self.stop_requested = False
 
         self.data_summary = self.prepare_data()
-        self.val_pairs = data.load_validation(config.val, config.scale) if config.val else []
-        self.lpips = None
-        if self.val_pairs:
-            self.lpips = metrics.load_lpips(config.lpips_weights or None)
-            if self.lpips is not None:
-                self.lpips = self.lpips.to(self.device)
+        self.val_sets = self.load_validation() if config.val else []
+        self.lpips = metrics.load_lpips(config.lpips_weights or None) if self.val_sets else None
 
     # ------------------------------------------------------------------ setup
 
@@ -355,25 +352,43 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Mean PSNR-Y / SSIM-Y (border = scale) and LPIPS (when available) on ``--val``."""
+        """Mean PSNR-Y, SSIM-Y (and LPIPS when available) on ``--val``, scored exactly as
+        ``srgan benchmark`` scores a model (same degradation, quantisation and border)."""
         model = self.ema.model if self.ema is not None else self.generator
         was_training = model.training
-        model.eval()
-        scores: dict[str, list[float]] = {"psnr": [], "ssim": []}
-        if self.lpips is not None:
-            scores["lpips"] = []
-        border = self.config.scale
-        for _, lr, hr in self.val_pairs:
-            with self.autocast():
-                sr = model(self.to_device(lr)).float().clamp(0, 1).cpu()
-            hr = data.to_unit_range(hr)
-            scores["psnr"].append(float(metrics.psnr(sr, hr, border=border)[0]))
-            scores["ssim"].append(float(metrics.ssim(sr, hr, border=border)[0]))
-            if self.lpips is not None:
-                q = [(metrics.quantize(x) / 255).float().to(self.device) for x in (sr, hr)]
-                scores["lpips"].append(float(self.lpips(*q)[0]))
+        precision = "bf16" if self.dtype == torch.bfloat16 else "fp32"
+        upscaler = Upscaler(model, device=self.device, precision=precision)  # sets eval mode
+
+        def method(lr_image):
+            return upscaler.upscale_tensor(benchmark.pil_to_tensor(lr_image))
+
+        scores = [score for name, hr_images in self.val_sets for score, _ in
+                  benchmark.score_dataset("val", method, name, hr_images, self.config.scale,
+                                          self.lpips)]
         model.train(was_training)
-        return {k: sum(v) / len(v) for k, v in scores.items()}
+        result = {"psnr": statistics.fmean(s.psnr_y for s in scores),
+                  "ssim": statistics.fmean(s.ssim_y for s in scores)}
+        if self.lpips is not None:
+            result["lpips"] = statistics.fmean(s.lpips for s in scores)
+        return result
+
+    def load_validation(self) -> list[tuple[str, list]]:
+        """The ``--val`` folders' HR images; ones too small to score (SSIM's 11x11 window
+        inside the border) are left out with a message."""
+        min_side = 11 + 2 * self.config.scale
+        sets, small = [], 0
+        for folder in map(Path, self.config.val):
+            hr_images = benchmark.load_dataset(folder)
+            kept = [(n, im) for n, im in hr_images if min(im.size) >= min_side + self.config.scale]
+            small += len(hr_images) - len(kept)
+            if kept:
+                sets.append((folder.name, kept))
+        if small:
+            self.display.message(f"validation: left out {small} images smaller than "
+                                 f"{min_side + self.config.scale} px")
+        if not sets:
+            raise TrainingError(f"no usable validation images in {', '.join(self.config.val)}")
+        return sets
 
     def update_best(self, val: dict[str, float]) -> bool:
         """Keep ``best.safetensors``: PSNR-Y when pretraining, LPIPS (else PSNR-Y) in GAN."""
@@ -481,7 +496,7 @@ class Trainer:
                 sums, count, window_steps, window_start = {}, 0, 0, time.perf_counter()
             else:
                 self.display.update(self.step)
-            if self.val_pairs and (self.step % cfg.val_every == 0 or self.step == phase.end):
+            if self.val_sets and (self.step % cfg.val_every == 0 or self.step == phase.end):
                 self.last_val = self.validate()
                 best = self.update_best(self.last_val)
                 self.log({"type": "val", "phase": phase.name, "step": self.step, "best": best,
