@@ -375,17 +375,20 @@ class Trainer:
     def load_validation(self) -> list[tuple[str, list]]:
         """The ``--val`` folders' HR images; ones too small to score (SSIM's 11x11 window
         inside the border) are left out with a message."""
-        min_side = 11 + 2 * self.config.scale
+        scale = self.config.scale
+
+        def big_enough(side: int) -> bool:
+            return side - side % scale - 2 * scale >= 11
+
         sets, small = [], 0
         for folder in map(Path, self.config.val):
             hr_images = benchmark.load_dataset(folder)
-            kept = [(n, im) for n, im in hr_images if min(im.size) >= min_side + self.config.scale]
+            kept = [(n, im) for n, im in hr_images if all(map(big_enough, im.size))]
             small += len(hr_images) - len(kept)
             if kept:
                 sets.append((folder.name, kept))
         if small:
-            self.display.message(f"validation: left out {small} images smaller than "
-                                 f"{min_side + self.config.scale} px")
+            self.display.message(f"validation: left out {small} images too small to score")
         if not sets:
             raise TrainingError(f"no usable validation images in {', '.join(self.config.val)}")
         return sets
