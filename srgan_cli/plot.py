@@ -58,6 +58,7 @@ def draw_panel(draw: ImageDraw.ImageDraw, top: int, title: str, curves: dict[str
         draw.line([(px, y1), (px, y1 + 4)], fill="black")
         draw.text((px, y1 + 6), f"{x:g}", fill="#444444", font=font, anchor="mt")
     draw.rectangle([x0, y0, x1, y1], outline="black")
+    draw.text((x0 - 6, y1 + 6), "step", fill="#444444", font=font, anchor="rt")
     legend_x = x1 - 10
     for colour, (name, series) in zip(COLOURS * 3, curves.items(), strict=False):
         pixels = [to_px(x, y) for x, y in series]

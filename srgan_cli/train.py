@@ -455,10 +455,10 @@ class Trainer:
             if self.step != self.saved_step:
                 self.save()
             self.plot()
-        if self.stop_requested:
-            self.display.message(
+        if self.stop_requested:  # said even with --quiet: the user needs to know
+            self.display.console.print(
                 f"interrupted at step {self.step}: saved {self.run_dir} (continue with "
-                f"srgan train --out {self.run_dir} --resume)")
+                f"srgan train --out {self.run_dir} --resume)", highlight=False, soft_wrap=True)
             raise KeyboardInterrupt
 
     def request_stop(self) -> None:
