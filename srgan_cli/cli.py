@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -75,15 +76,27 @@ def collect_jobs(
     problems: list[tuple[Path, str]] = []
     for item in inputs:
         if item.is_dir():
-            found = images.find_images(item, recursive=recursive)
+            found = [p for p in images.find_images(item, recursive=recursive)
+                     if not is_earlier_output(p, item, output, suffix)]
             if not found:
                 problems.append((item, "no images found in this folder"))
-            planned, errors = images.plan_outputs(found, item, output, None, suffix, ext or ".png")
+            plan = images.plan_outputs(found, item, output, None, suffix, ext)
         else:
-            planned, errors = images.plan_outputs([item], None, output, out_file, suffix, ext)
-        jobs += planned
-        problems += errors
+            plan = images.plan_outputs([item], None, output, out_file, suffix, ext)
+        jobs += plan.jobs
+        problems += [(Path(e.split(": ", 1)[0]), e.split(": ", 1)[1]) for e in plan.errors]
     return jobs, problems
+
+
+def is_earlier_output(path: Path, root: Path, output: Path | None, suffix: str) -> bool:
+    """Whether a file found in input folder ``root`` is a result of an earlier run.
+
+    Results sit beside their inputs with the suffix (``a_x4.png``), or in an output folder
+    below the input folder; upscaling them again on a re-run would be wrong.
+    """
+    if output is None or output.resolve() == root.resolve():
+        return bool(suffix) and path.stem.endswith(suffix)
+    return output.resolve() in path.resolve().parents
 
 
 @main.command("upscale")
@@ -95,7 +108,7 @@ def collect_jobs(
 @click.option("--suffix", default=None,
               help="Added to output file names. Default: '_x4' beside the inputs, none with -o.")
 @click.option("--format", "fmt", type=click.Choice(["png", "jpg", "webp", "tif", "bmp"]),
-              help="Output format. Default: the -o file's extension, else PNG for folders.")
+              help="Output format. Default: the -o file's extension, else the input's own format.")
 @click.option("--tile", default=512, show_default=True,
               help="Tile size in input pixels for bounded memory (0 = whole image at once).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
@@ -110,24 +123,45 @@ def collect_jobs(
 @click.option("--quality", default=95, show_default=True, help="JPEG/WebP output quality.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
+@click.option("--shard", metavar="I/N",
+              help="Do only share I (0-based) of N of the files, for job arrays; e.g. "
+                   "--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT.")
 @friendly_errors
 def upscale_command(
     inputs: tuple[Path, ...], output: Path | None, model: str, suffix: str | None,
     fmt: str | None, tile: int, device: str, precision: str, skip_existing: bool,
     overwrite: bool, recursive: bool, max_pixels: int, quality: int, quiet: bool, as_json: bool,
+    shard: str | None,
 ) -> None:
-    """Upscale image files and folders of images."""
-    from .upscale import FileResult, Upscaler, upscale_batch
+    """Upscale image files and folders of images.
 
+    Under torchrun each process upscales its own share of the files on its own GPU and
+    rank 0 prints one combined summary; --shard I/N does the same split without torchrun.
+    """
+    from . import distributed
+    from .upscale import BatchSummary, FileResult, Upscaler, upscale_batch
+
+    stop_on_sigterm()
     if skip_existing and overwrite:
         raise click.UsageError("--skip-existing and --overwrite contradict each other")
+    if shard is not None and distributed.under_torchrun():
+        raise click.UsageError("--shard splits work without torchrun; under torchrun the "
+                               "ranks share the files already")
+    rank, world, dev = distributed.init(device)
+    my_share = distributed.Shard(rank, world) if world > 1 else distributed.Shard.parse(
+        shard or "0/1")
+    main_process = rank == 0
+    quiet = quiet or not main_process  # one progress display, on rank 0
+
+    upscaler = Upscaler(model, device=dev, precision=precision, tile=tile)
     missing = [p for p in inputs if not p.exists()]
-    upscaler = Upscaler(model, device=device, precision=precision, tile=tile)
     jobs, problems = collect_jobs(inputs, output, suffix, fmt, recursive, upscaler.scale)
-    failures = [FileResult(p, None, "failed", "no such file or folder") for p in missing]
-    failures += [FileResult(p, None, "failed", reason) for p, reason in problems
-                 if p not in missing]
-    jobs = [(s, d) for s, d in jobs if s not in missing]
+    jobs = my_share.select([(s, d) for s, d in jobs if s not in missing])
+    failures: list[FileResult] = []
+    if main_process:  # problems found while planning are reported once
+        failures += [FileResult(p, None, "failed", "no such file or folder") for p in missing]
+        failures += [FileResult(p, None, "failed", reason) for p, reason in problems
+                     if p not in missing]
     if not overwrite and not skip_existing:
         existing = [(s, d) for s, d in jobs if d.exists()]
         failures += [FileResult(s, d, "failed", f"{d} exists (use --overwrite or --skip-existing)")
@@ -152,19 +186,30 @@ def upscale_command(
             if result.status != "written" or result.warnings:
                 progress.console.print(format_result(result), highlight=False, soft_wrap=True)
 
-        summary = upscale_batch(
+        mine = upscale_batch(
             upscaler, jobs, skip_existing=skip_existing, max_pixels=max_pixels, quality=quality,
             on_start=on_start, on_tile=lambda: progress.advance(tiles_task),
             on_done=None if as_json else on_done,
         )
-    summary.results[:0] = failures
-    if as_json:
+    summary = BatchSummary([r for share in distributed.gather(failures + mine.results)
+                            for r in share])
+    distributed.finish()
+    if main_process and as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2))
-    elif not quiet:
+    elif main_process and not quiet:
         err_console.print(
             f"{summary.count('written')} written, {summary.count('skipped')} skipped, "
             f"{summary.count('failed')} failed", highlight=False)
     sys.exit(1 if summary.failed else 0)
+
+
+def stop_on_sigterm() -> None:
+    """Treat SIGTERM (kill, job schedulers) like Ctrl-C, so temporary files are cleaned up."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def format_result(result) -> str:

@@ -1,16 +1,16 @@
-"""The one exception hierarchy of srgan: expected, user-facing failures with a one-line reason.
+"""The project's exception hierarchy: expected, user-facing failures with a one-line reason.
 
-The CLI prints ``SrganError`` messages as a single line (no traceback unless ``--debug``);
-anything else is a bug and keeps its traceback.
+Anything raised as a SrganError is reported to the user as `path: reason` (or just the reason)
+without a traceback (``--debug`` shows one); any other exception is a bug.
 """
 
 
 class SrganError(Exception):
-    """Base class of every expected srgan failure."""
+    """Base class of every expected failure; str(error) is a short, one-line reason."""
 
 
 class ImageError(SrganError):
-    """An input image cannot be read or an output image cannot be written."""
+    """An image could not be read, planned or written (the batch goes on with the next one)."""
 
 
 class CheckpointError(SrganError):

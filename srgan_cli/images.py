@@ -1,82 +1,619 @@
-"""Image files in and out (minimal stand-in; the full version handles every mode and format)."""
+"""Images in, images out: read any common image file into float tensors and write results back.
+
+Convention: pixels are float32 tensors in [0, 1], RGB as (3, H, W), alpha as (1, H, W).
+
+How the upscaler uses this module::
+
+    picture = read_image(path)                  # raises ImageError: report it, go on
+    rgb = picture.rgb
+    if picture.alpha is not None:
+        rgb = bleed_colour(rgb, picture.alpha)  # hidden colour must not leak into edges
+    big_rgb = network(rgb)                      # (3, sH, sW)
+    big_alpha = None if picture.alpha is None else upscale_alpha(picture.alpha, scale)
+    warnings = write_image(picture.with_pixels(big_rgb, big_alpha), out_path)
+
+Decisions (see also the docstrings below):
+
+- Grayscale (1, L, LA, I;16) is read as three equal RGB channels and written back as grayscale.
+- Palette images (P, with or without transparency) are written as RGB or RGBA.
+- CMYK is converted to RGB without colour management (its CMYK profile is dropped, with a
+  warning); YCbCr JPEGs come out of the decoder as RGB.
+- Bit depth comes from the file's mode, never from pixel values: 16-bit PNG (grey, grey+alpha,
+  RGB, RGBA; Pillow alone would keep 8 bits of 16-bit colour, see _png16_colour) and I;16 TIFF
+  are 16-bit. Pillow reads 48/64-bit TIFF as 8 bits; that is reported as a warning.
+- Animated GIF/WebP/PNG: only the first frame is upscaled, with a warning.
+- EXIF orientation is applied on reading; the EXIF written back says "upright" (1).
+- JPEG and BMP have no alpha: writing real transparency to them raises ImageError.
+- write_image is atomic: a temporary file next to the target, then os.replace.
+"""
 
 from __future__ import annotations
 
+import io
 import os
+import struct
 import tempfile
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import BinaryIO
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from .errors import ImageError
+from srgan_cli.errors import ImageError
 
+# File name endings we write, with their format, and all that mean "this should be an image".
+_EXTENSION_FORMATS = {
+    ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG",
+    ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP",
+}  # fmt: skip
+IMAGE_EXTENSIONS = frozenset(_EXTENSION_FORMATS) | {".gif"}
+
+# Pillow's own hard decompression-bomb limit (2 * Image.MAX_IMAGE_PIXELS), 179.0 MP.
 DEFAULT_MAX_PIXELS = 178_956_970
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif")
+
+# What each writable format can store. modes: Pillow modes written as they are;
+# icc/exif/dpi: metadata the format carries. 16-bit output: PNG (all), TIFF (grey only).
+_WRITERS: dict[str, dict] = {
+    "PNG": {"modes": {"L", "LA", "RGB", "RGBA"}, "icc": True, "exif": True, "dpi": True},
+    "JPEG": {"modes": {"L", "RGB"}, "icc": True, "exif": True, "dpi": True},
+    "WEBP": {"modes": {"RGB", "RGBA"}, "icc": True, "exif": True, "dpi": False},
+    "TIFF": {"modes": {"L", "LA", "RGB", "RGBA"}, "icc": True, "exif": False, "dpi": True},
+    "BMP": {"modes": {"L", "RGB"}, "icc": False, "exif": False, "dpi": True},
+}
+_DEFAULT_EXTENSION = ".png"  # for inputs whose own format cannot be written (e.g. GIF)
+
+_ORIENTATION_TAG = 0x0112
+_LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, the weights Pillow uses for RGB -> L
 
 
 @dataclass
 class Picture:
-    rgb: torch.Tensor  # (3, H, W) float32 in [0, 1]
-    alpha: torch.Tensor | None = None  # (1, H, W) float32 in [0, 1]
+    """One decoded image plus the metadata that travels with it.
+
+    rgb: (3, H, W) float32 in [0, 1]; grayscale images have three equal channels.
+    alpha: (1, H, W) float32 in [0, 1], or None when the image has no transparency channel.
+    grayscale: write back as grayscale (L, LA, 16-bit grey).
+    bit_depth: 8 or 16 bits per channel, from the source mode (never from pixel values).
+    format: Pillow's name of the source format ("PNG", "JPEG", ...).
+    icc_profile: ICC colour profile bytes (only an RGB or GRAY profile), or None.
+    exif: raw EXIF bytes with the orientation already applied (tag set to 1), or None.
+    dpi: (x, y) dots per inch, or None.
+    warnings: things the user should know about this image (first frame only, ...).
+    """
+
+    rgb: torch.Tensor
+    alpha: torch.Tensor | None = None
+    grayscale: bool = False
+    bit_depth: int = 8
+    format: str | None = None
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+    dpi: tuple[float, float] | None = None
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) in pixels."""
+        return self.rgb.shape[-1], self.rgb.shape[-2]
 
-def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
+    def with_pixels(self, rgb: torch.Tensor, alpha: torch.Tensor | None = None) -> Picture:
+        """The same picture metadata around new pixels, e.g. the upscaled ones.
+
+        rgb: (3, H', W') float in [0, 1]; alpha: (1, H', W') or None. DPI is scaled by H'/H and
+        W'/W so the printed size stays the same. Warnings are not copied.
+        """
+        dpi = self.dpi
+        if dpi is not None:
+            width, height = self.size
+            dpi = (dpi[0] * rgb.shape[-1] / width, dpi[1] * rgb.shape[-2] / height)
+        return replace(self, rgb=rgb, alpha=alpha, dpi=dpi, warnings=[])
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
+    """Read one image file upright (EXIF orientation applied) into a Picture.
+
+    Images above max_pixels (width * height) are refused from the file header, before any
+    pixel memory is allocated. Raises ImageError with a one-line reason for every expected
+    failure: missing, unreadable, empty, a directory, not an image, corrupt, too large.
+    """
+    path = Path(path)
     try:
-        with Image.open(path) as im:
-            if im.width * im.height > max_pixels:
-                raise ImageError(f"{path}: image too large")
-            im = im.convert("RGBA")
-            t = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
-    except (UnidentifiedImageError, OSError) as e:
-        raise ImageError(f"{path}: {e}") from e
-    t = t.view(im.height, im.width, 4).permute(2, 0, 1).float() / 255
-    alpha = None if bool((t[3] == 1).all()) else t[3:].contiguous()
-    return Picture(t[:3].contiguous(), alpha)
+        file = path.open("rb")
+    except IsADirectoryError:
+        raise ImageError("is a directory") from None
+    except FileNotFoundError:
+        raise ImageError("no such file") from None
+    except PermissionError:
+        raise ImageError("permission denied") from None
+    except OSError as error:
+        raise ImageError(f"cannot open: {error.strerror or error}") from None
+    with file:
+        if os.fstat(file.fileno()).st_size == 0:
+            raise ImageError("file is empty")
+        try:
+            with _own_pixel_limit(), Image.open(file) as image:
+                _check_pixel_count(image.size, max_pixels)
+                return _decode(image, file)
+        except UnidentifiedImageError:
+            raise ImageError("not an image file (or an unsupported format)") from None
+        except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error):
+            raise ImageError("truncated or corrupt image data") from None
 
 
-def bleed_colour(picture: Picture) -> torch.Tensor:
-    return picture.rgb
+@contextmanager
+def _own_pixel_limit() -> Iterator[None]:
+    """Switch off Pillow's global bomb check while we apply our own (configurable) limit."""
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def _check_pixel_count(size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
+    if width * height > max_pixels:
+        raise ImageError(
+            f"image is {width}x{height} = {width * height / 1e6:.1f} MP, "
+            f"above the {max_pixels / 1e6:.1f} MP limit (--max-pixels)"
+        )
+
+
+def _decode(image: Image.Image, file: BinaryIO) -> Picture:
+    """Pixels and metadata of an opened image (first frame); see the module docstring."""
+    notes = []
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1:
+        notes.append(f"animated image: only the first of {frames} frames is upscaled")
+    image.load()  # decode now so corrupt data fails here, inside read_image's error handling
+    colour16 = _png16_colour(file, notes) if image.format == "PNG" else None
+    if colour16 is not None:
+        channels, grayscale, bit_depth = colour16, colour16.shape[0] == 2, 16
+    else:
+        channels, grayscale, bit_depth = _pillow_channels(image, notes)
+    if channels.shape[0] in (1, 2):  # grey (+ alpha) -> three equal colour channels
+        channels = torch.cat([channels[:1].expand(3, -1, -1), channels[1:]])
+
+    exif = image.getexif()
+    orientation = exif.get(_ORIENTATION_TAG, 1)
+    channels = _apply_orientation(channels, orientation)
+    raw_exif = image.info.get("exif")
+    if raw_exif and orientation != 1:
+        exif[_ORIENTATION_TAG] = 1
+        raw_exif = exif.tobytes()
+
+    icc = image.info.get("icc_profile") or None
+    wanted_space = b"GRAY" if grayscale else b"RGB "
+    if icc is not None and icc[16:20] != wanted_space:
+        notes.append(f"colour profile for {icc[16:20].decode('latin-1').strip()} dropped")
+        icc = None
+    dpi = image.info.get("dpi")
+    return Picture(
+        rgb=channels[:3].contiguous(),
+        alpha=channels[3:].contiguous() if channels.shape[0] == 4 else None,
+        grayscale=grayscale,
+        bit_depth=bit_depth,
+        format=image.format,
+        icc_profile=icc,
+        exif=raw_exif or None,
+        dpi=(float(dpi[0]), float(dpi[1])) if dpi else None,
+        warnings=notes,
+    )
+
+
+def _pillow_channels(image: Image.Image, notes: list[str]) -> tuple[torch.Tensor, bool, int]:
+    """(C, H, W) float32 [0, 1] with C = 1 (grey), 2 (grey+alpha), 3 (RGB) or 4 (RGBA)."""
+    mode = image.mode
+    if mode.startswith("I"):  # I;16, I;16B, ... and 32-bit I (clipped to 16 bits)
+        grey = np.array(image).astype(np.float32).clip(0, 65535) / 65535
+        return torch.from_numpy(grey)[None], True, 16
+    if mode == "F":
+        raise ImageError("unsupported pixel format: 32-bit floating point")
+    if mode in ("1", "L", "LA", "La"):
+        image, grayscale = image.convert("LA" if "A" in mode or "a" in mode else "L"), True
+    else:
+        if mode == "CMYK":
+            notes.append("CMYK converted to RGB without colour management")
+        bits = image.tag_v2.get(258, (8,)) if image.format == "TIFF" else (8,)
+        if max(bits) > 8:
+            notes.append("16-bit colour TIFF read as 8 bits per channel (Pillow limitation)")
+        has_alpha = "A" in mode or "a" in mode or "transparency" in image.info
+        try:
+            image, grayscale = image.convert("RGBA" if has_alpha else "RGB"), False
+        except ValueError:
+            raise ImageError(f"unsupported pixel format: {mode}") from None
+    pixels = np.array(image, dtype=np.uint8).reshape(image.height, image.width, -1)
+    return torch.from_numpy(pixels).permute(2, 0, 1).float() / 255, grayscale, 8
+
+
+def _apply_orientation(pixels: torch.Tensor, orientation: int) -> torch.Tensor:
+    """Turn (C, H, W) pixels upright for an EXIF orientation value 1..8 (others: unchanged)."""
+    h, w = -2, -1
+    turned = {
+        2: lambda t: t.flip(w),
+        3: lambda t: t.flip(h, w),
+        4: lambda t: t.flip(h),
+        5: lambda t: t.transpose(h, w),
+        6: lambda t: torch.rot90(t, -1, (h, w)),
+        7: lambda t: t.transpose(h, w).flip(h, w),
+        8: lambda t: torch.rot90(t, 1, (h, w)),
+    }
+    return turned[orientation](pixels) if orientation in turned else pixels
+
+
+# ----------------------------------------------------------------------------- alpha
 
 
 def upscale_alpha(alpha: torch.Tensor, scale: int) -> torch.Tensor:
-    return F.interpolate(alpha[None], scale_factor=scale, mode="bicubic")[0].clamp(0, 1)
+    """Bicubic resize of an alpha channel: (1, H, W) -> (1, scale*H, scale*W), in [0, 1]."""
+    size = (alpha.shape[-2] * scale, alpha.shape[-1] * scale)
+    big = F.interpolate(alpha[None].float(), size=size, mode="bicubic", align_corners=False)
+    return big[0].clamp(0, 1)
 
 
-def scaled(picture: Picture, rgb: torch.Tensor, alpha: torch.Tensor | None, scale: int) -> Picture:
-    return replace(picture, rgb=rgb, alpha=alpha, warnings=[])
+def bleed_colour(rgb: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """Replace the colour under fully transparent pixels by that of nearby visible pixels.
+
+    rgb: (3, H, W), alpha: (1, H, W), both float in [0, 1]. Whatever colour hides under
+    alpha == 0 (often garbage) would otherwise be smeared into the visible edge by the network.
+    Visible pixels keep their colour; hidden ones get an alpha-weighted average of their
+    surroundings, found by a "push-pull" pyramid (downsample until every pixel has a value).
+    """
+    if not bool((alpha <= 0).any()) or not bool((alpha > 0).any()):
+        return rgb
+    return _push_pull(rgb * alpha, alpha)
 
 
-def write_image(picture: Picture, path: Path, quality: int = 95) -> None:
-    t = picture.rgb if picture.alpha is None else torch.cat([picture.rgb, picture.alpha])
-    arr = (t * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
-    im = Image.fromarray(arr)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+def _push_pull(weighted: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Fill the pixels with zero weight from a half-size copy of the image, recursively."""
+    seen = weight > 0
+    colour = torch.where(seen, weighted / weight.clamp_min(1e-12), torch.zeros_like(weighted))
+    if bool(seen.all()) or min(weight.shape[-2:]) <= 1:
+        return colour
+    small_weighted = F.avg_pool2d(weighted[None], 2, ceil_mode=True)[0]
+    small_weight = F.avg_pool2d(weight[None], 2, ceil_mode=True)[0]
+    small = _push_pull(small_weighted, small_weight)
+    filled = F.interpolate(small[None], size=weight.shape[-2:], mode="nearest")[0]
+    return torch.where(seen, colour, filled)
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def format_for(path: str | Path, format: str | None = None) -> str:
+    """Pillow format name to write (PNG, JPEG, WEBP, TIFF, BMP), from `format` or the suffix."""
+    name = (format or _EXTENSION_FORMATS.get(Path(path).suffix.lower(), "")).upper()
+    name = {"JPG": "JPEG", "TIF": "TIFF"}.get(name, name)
+    if name not in _WRITERS:
+        raise ImageError(
+            f"cannot write {name or 'files named ' + repr(Path(path).suffix)}; "
+            "choose png, jpg, webp, tiff or bmp"
+        )
+    return name
+
+
+def write_image(
+    picture: Picture, path: str | Path, format: str | None = None, quality: int = 95
+) -> list[str]:
+    """Write a Picture atomically; returns warnings (e.g. 16 bits reduced to 8).
+
+    The file appears under `path` complete or not at all: it is written to a temporary file in
+    the same folder, then renamed; on any failure (Ctrl-C included) the temporary is removed.
+    Grayscale is written as L/LA (16-bit grey where possible), 8-bit values are rounded.
+    16 bits: PNG always, TIFF for grey without alpha; other cases fall back to 8 bits.
+    JPEG and BMP cannot store transparency: an alpha channel that is not fully opaque raises
+    ImageError (write PNG, WebP or TIFF instead); a fully opaque one is dropped.
+    ICC profile, EXIF and DPI are written where the format stores them (EXIF: PNG, JPEG, WebP).
+    `quality` applies to JPEG and WebP (WebP at 100 is lossless).
+    """
+    path = Path(path)
+    fmt = format_for(path, format)
+    caps = _WRITERS[fmt]
+    notes: list[str] = []
+    alpha = picture.alpha
+    if alpha is not None and "RGBA" not in caps["modes"]:
+        if bool((alpha < 1 - 0.5 / 255).any()):  # anything that would not round to opaque
+            raise ImageError(f"{fmt} cannot store transparency; write png, webp or tiff instead")
+        alpha = None
+    grey = picture.grayscale and ("LA" if alpha is not None else "L") in caps["modes"]
+    channels = _luma(picture.rgb) if grey else picture.rgb
+    if alpha is not None:
+        channels = torch.cat([channels, alpha])
+
+    sixteen = picture.bit_depth == 16 and (
+        fmt == "PNG" or (fmt == "TIFF" and channels.shape[0] == 1)
+    )
+    if picture.bit_depth == 16 and not sixteen:
+        notes.append(f"16-bit image written to {fmt} with 8 bits per channel; png keeps 16")
+    metadata = {
+        "icc_profile": picture.icc_profile if caps["icc"] else None,
+        "exif": picture.exif if caps["exif"] else None,
+        "dpi": picture.dpi if caps["dpi"] else None,
+    }
+    if sixteen and fmt == "PNG":
+        data = _encode_png16(_to_uint(channels, 65535, np.uint16), **metadata)
+
+        def save(file: BinaryIO) -> None:
+            file.write(data)
+    else:
+        image = _to_pillow(channels, sixteen)
+        options = {key: value for key, value in metadata.items() if value is not None}
+        if fmt == "JPEG":
+            options.update(quality=quality, subsampling=0)
+        elif fmt == "WEBP":
+            options.update(quality=quality, lossless=quality >= 100)
+        elif fmt == "TIFF":
+            options.update(compression="tiff_lzw")
+
+        def save(file: BinaryIO) -> None:
+            image.save(file, fmt, **options)
+
+    _write_atomically(path, save)
+    return notes
+
+
+def _luma(rgb: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) -> (1, H, W) grey with Pillow's weights."""
+    weights = torch.tensor(_LUMA, dtype=rgb.dtype, device=rgb.device).view(3, 1, 1)
+    return (rgb * weights).sum(0, keepdim=True)
+
+
+def _to_uint(channels: torch.Tensor, top: int, dtype: type) -> np.ndarray:
+    """(C, H, W) float [0, 1] -> (H, W, C) integers 0..top, rounded (never truncated)."""
+    scaled = (channels.detach().float().cpu().clamp(0, 1) * top).round()
+    return scaled.permute(1, 2, 0).numpy().astype(dtype)
+
+
+def _to_pillow(channels: torch.Tensor, sixteen: bool) -> Image.Image:
+    """(C, H, W) float [0, 1] -> Pillow image: L, LA, RGB, RGBA, or I;16 when sixteen."""
+    if sixteen:
+        return Image.fromarray(_to_uint(channels, 65535, np.uint16)[:, :, 0])
+    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[channels.shape[0]]
+    pixels = _to_uint(channels, 255, np.uint8)
+    return Image.fromarray(pixels[:, :, 0] if mode == "L" else pixels).convert(mode)
+
+
+# ----------------------------------------------------------------------------- 16-bit PNG
+# Pillow keeps only 8 of the 16 bits of colour PNGs, and cannot write them; these fill the gap.
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    """One PNG chunk: length, type, body, CRC."""
+    crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+
+def _png_chunks(file: BinaryIO) -> Iterator[tuple[bytes, bytes]]:
+    """(type, body) of each chunk of a PNG file, from the first (IHDR) to IEND."""
+    file.seek(len(_PNG_SIGNATURE))
+    while len(head := file.read(8)) == 8:
+        length, kind = struct.unpack(">I4s", head)
+        yield kind, file.read(length)
+        file.read(4)  # CRC: Pillow has checked the file already
+        if kind == b"IEND":
+            return
+
+
+def _png16_colour(file: BinaryIO, notes: list[str]) -> torch.Tensor | None:
+    """A 16-bit grey+alpha, RGB or RGBA PNG as (C, H, W) float32 [0, 1]; None for other PNGs.
+
+    Pillow reads these with 8 bits per channel. Trick: PNG filters work byte by byte, each byte
+    predicted from the bytes one pixel to the left and one row up, so the bytes of one channel
+    alone form a valid filtered 16-bit grey image, which Pillow decodes exactly (as I;16).
+    """
+    chunks = _png_chunks(file)
+    _, header = next(chunks)
+    width, height, depth, colour_type, _, _, interlaced = struct.unpack(">IIBBBBB", header)
+    if depth != 16 or colour_type == 0:  # Pillow reads 16-bit grey by itself
+        return None
+    if interlaced:
+        notes.append("interlaced 16-bit PNG read with 8 bits per channel (Pillow limitation)")
+        return None
+    channels = {4: 2, 2: 3, 6: 4}[colour_type]
+    expected = height * (1 + width * channels * 2)  # a filter-type byte, then the samples
+    compressed = b"".join(body for kind, body in chunks if kind == b"IDAT")
+    data = zlib.decompressobj().decompress(compressed, expected)
+    if len(data) != expected:
+        raise ImageError("truncated or corrupt image data")
+    rows = np.frombuffer(data, np.uint8).reshape(height, -1)
+    filters, samples = rows[:, :1], rows[:, 1:].reshape(height, width, channels, 2)
+    grey_header = _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0))
+    planes = []
+    for channel in range(channels):
+        scanlines = np.concatenate([filters, samples[:, :, channel].reshape(height, -1)], 1)
+        idat = _png_chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 0))
+        grey = _PNG_SIGNATURE + grey_header + idat + _png_chunk(b"IEND", b"")
+        with Image.open(io.BytesIO(grey)) as plane:
+            planes.append(np.array(plane, dtype=np.uint16))
+    return torch.from_numpy(np.stack(planes).astype(np.float32) / 65535)
+
+
+def _encode_png16(
+    pixels: np.ndarray, icc_profile: bytes | None, exif: bytes | None, dpi: tuple | None
+) -> bytes:
+    """A 16-bit PNG file from (H, W, C) uint16, C = 1..4 (Pillow cannot write 16-bit colour).
+
+    Rows use the "Sub" filter (byte minus the same byte one pixel to the left), vectorised.
+    """
+    height, width, channels = pixels.shape
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    rows = (
+        np.ascontiguousarray(pixels, dtype=">u2")
+        .view(np.uint8)
+        .reshape(height, width * channels * 2)
+    )
+    step = channels * 2  # bytes per pixel
+    filtered = rows.copy()
+    filtered[:, step:] = rows[:, step:] - rows[:, :-step]  # uint8 arithmetic wraps mod 256
+    scanlines = np.concatenate([np.ones((height, 1), np.uint8), filtered], axis=1)
+
+    out = [
+        _PNG_SIGNATURE,
+        _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)),
+    ]
+    if icc_profile:
+        out.append(_png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc_profile)))
+    if dpi:
+        per_metre = (round(dpi[0] / 0.0254), round(dpi[1] / 0.0254))
+        out.append(_png_chunk(b"pHYs", struct.pack(">IIB", *per_metre, 1)))
+    if exif:
+        out.append(_png_chunk(b"eXIf", exif.removeprefix(b"Exif\x00\x00")))
+    out += [_png_chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 6)), _png_chunk(b"IEND", b"")]
+    return b"".join(out)
+
+
+def _write_atomically(path: Path, save: Callable[[BinaryIO], None]) -> None:
+    """Call save(file) on a temporary file next to `path`, then rename it to `path`.
+
+    Missing parent folders are made (an output tree mirrors its input tree).
+    """
     try:
-        im.save(tmp, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(
+            prefix=f".{path.name}.", suffix=".part", dir=path.parent
+        )
+    except OSError as error:
+        raise ImageError(f"cannot write to {path.parent}: {error.strerror or error}") from None
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            save(file)
+        os.chmod(temporary, _new_file_mode())  # mkstemp makes it private (0600)
+        os.replace(temporary, path)
+    except BaseException as error:
+        Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise ImageError(f"cannot write: {error.strerror or error}") from None
         raise
 
 
-def find_images(folder: Path, recursive: bool = True) -> list[Path]:
-    pattern = "**/*" if recursive else "*"
-    return sorted(p for p in folder.glob(pattern) if p.suffix.lower() in IMAGE_EXTENSIONS)
+def _new_file_mode() -> int:
+    """Permissions an ordinary new file gets (0666 minus the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
-def plan_outputs(inputs, input_root, out_dir, out_file, suffix, ext):
-    jobs = []
-    for src in inputs:
-        if out_file is not None:
-            dst = out_file
+# ----------------------------------------------------------------------------- planning
+
+
+def find_images(folder: str | Path, recursive: bool = True) -> list[Path]:
+    """Every path under `folder` with an image extension, sorted.
+
+    Includes entries that will fail to read (directories named x.png, broken links), so the
+    batch can report them. Hidden temporaries from write_image end in .part and are skipped.
+    """
+    folder = Path(folder)
+    entries = folder.rglob("*") if recursive else folder.glob("*")
+    found = [p for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS]
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+@dataclass
+class OutputPlan:
+    """Result of plan_outputs: (input, output) pairs to process and `path: reason` errors."""
+
+    jobs: list[tuple[Path, Path]]
+    errors: list[str]
+
+
+def plan_outputs(
+    inputs: list[Path],
+    input_root: Path | None = None,
+    out_dir: Path | None = None,
+    out_file: Path | None = None,
+    suffix: str = "",
+    ext: str | None = None,
+) -> OutputPlan:
+    """Decide where each input's result goes.
+
+    inputs: image paths (e.g. from find_images(input_root)).
+    input_root: the folder the inputs were found in; its subfolders are recreated in out_dir.
+    out_dir: output folder (None: next to each input). out_file: one exact output path
+    (only with a single input). Output name: input stem + suffix + ext, where ext (".png" or
+    "png") defaults to the input's own extension, or .png when that format cannot be written.
+
+    Raises ImageError for a bad ext, suffix or out_file. Refused, each as one `input: reason`
+    error: an output that is an input file (e.g. same folder and no suffix), two inputs with
+    the same output (the first keeps it; names that differ only in letter case count as the
+    same), and outputs outside out_dir.
+    """
+    if out_file is not None and len(inputs) != 1:
+        raise ImageError(f"an output file name needs exactly one input, got {len(inputs)}")
+    if out_file is not None:
+        format_for(out_file)  # refuse an unwritable format before any work is done
+    if ext is not None:
+        ext = ext if ext.startswith(".") else f".{ext}"
+        format_for(f"x{ext}")
+    if any(sep in suffix + (ext or "") for sep in ("/", "\\", os.sep)):
+        raise ImageError("the suffix and extension must not contain path separators")
+    input_files = {_file_id(p) for p in inputs} - {None}
+    input_keys = {_path_key(p) for p in inputs}
+    taken: dict[str, Path] = {}
+    plan = OutputPlan(jobs=[], errors=[])
+    for source in inputs:
+        try:
+            target = out_file or _output_path(source, input_root, out_dir, suffix, ext)
+        except ImageError as error:
+            plan.errors.append(f"{source}: {error}")
+            continue
+        key = _path_key(target)
+        if key in input_keys or _file_id(target) in input_files:
+            plan.errors.append(
+                f"{source}: output {target} would overwrite an input file; "
+                "use a suffix or another output folder"
+            )
+        elif key in taken:
+            plan.errors.append(f"{source}: output {target} is also the output of {taken[key]}")
         else:
-            rel = src.relative_to(input_root) if input_root else Path(src.name)
-            dst = (out_dir or src.parent) / rel.with_name(rel.stem + suffix + (ext or src.suffix))
-        jobs.append((src, dst))
-    return jobs, []
+            taken[key] = source
+            plan.jobs.append((source, target))
+    return plan
+
+
+def _output_path(
+    source: Path, input_root: Path | None, out_dir: Path | None, suffix: str, ext: str | None
+) -> Path:
+    if ext is None:
+        own = source.suffix.lower()
+        ext = own if own in _EXTENSION_FORMATS else _DEFAULT_EXTENSION
+    name = f"{source.stem}{suffix}{ext}"
+    if out_dir is None:
+        return source.with_name(name)
+    relative = Path(source.name)
+    if input_root is not None:
+        try:
+            relative = Path(os.path.abspath(source)).relative_to(os.path.abspath(input_root))
+        except ValueError:
+            raise ImageError(f"not inside the input folder {input_root}") from None
+    target = out_dir / relative.parent / name
+    try:
+        target.resolve().relative_to(out_dir.resolve())
+    except ValueError:
+        raise ImageError(f"output {target} would be outside the output folder") from None
+    return target
+
+
+def _path_key(path: Path) -> str:
+    """A path compared as the file system might: absolute, links resolved, any letter case."""
+    return os.path.normcase(path.resolve()).casefold()
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of an existing path, so hard links and case variants compare equal."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino

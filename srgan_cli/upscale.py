@@ -100,10 +100,11 @@ class Upscaler:
         self, picture: images.Picture, on_tile: Callable[[], None] | None = None
     ) -> images.Picture:
         """Upscale a decoded picture: the network on RGB, a separate resize for alpha."""
-        rgb = picture.rgb if picture.alpha is None else images.bleed_colour(picture)
-        sr = self.upscale_tensor(rgb, on_tile)
-        alpha = None if picture.alpha is None else images.upscale_alpha(picture.alpha, self.scale)
-        return images.scaled(picture, sr, alpha, self.scale)
+        if picture.alpha is None:
+            return picture.with_pixels(self.upscale_tensor(picture.rgb, on_tile))
+        rgb = images.bleed_colour(picture.rgb, picture.alpha)  # hidden colour must not leak
+        alpha = images.upscale_alpha(picture.alpha, self.scale)
+        return picture.with_pixels(self.upscale_tensor(rgb, on_tile), alpha)
 
     def upscale_file(
         self,
@@ -116,8 +117,7 @@ class Upscaler:
         """Read ``src``, upscale it and write ``dst`` atomically; returns warnings."""
         picture = images.read_image(Path(src), max_pixels=max_pixels)
         result = self.upscale_picture(picture, on_tile)
-        images.write_image(result, Path(dst), quality=quality)
-        return list(picture.warnings)
+        return picture.warnings + images.write_image(result, Path(dst), quality=quality)
 
 
 # --------------------------------------------------------------------------- batches
@@ -183,8 +183,8 @@ def upscale_batch(
                     height, width = picture.rgb.shape[-2:]
                     on_start(src, upscaler.num_tiles(height, width))
                 out = upscaler.upscale_picture(picture, on_tile)
-                images.write_image(out, dst, quality=quality)
-                result = FileResult(src, dst, "written", warnings=list(picture.warnings))
+                warnings = picture.warnings + images.write_image(out, dst, quality=quality)
+                result = FileResult(src, dst, "written", warnings=warnings)
             except SrganError as e:
                 result = FileResult(src, dst, "failed", str(e))
             except torch.cuda.OutOfMemoryError:

@@ -185,3 +185,31 @@ def test_cli_upscale_with_hub_model(fake_hub, tmp_path):
                    env={"HF_ENDPOINT": fake_hub, "HF_HOME": str(tmp_path / "hf")})
     assert proc.returncode == 0, proc.stderr
     assert Image.open(tmp_path / "out.png").size == (36, 28)
+
+
+def test_weights_are_found_from_an_installed_wheel(tmp_path):
+    """The wheel carries weights/ as srgan_cli/weights/, and weights_dir() finds it there."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    uv = shutil.which("uv")
+    if uv is None:
+        pytest.skip("uv is needed to build the wheel")
+    root = Path(checkpoints.__file__).resolve().parents[1]
+    build = subprocess.run([uv, "build", "--wheel", "--offline", "-q", "-o", str(tmp_path / "dist"),
+                            str(root)], capture_output=True, text=True, timeout=300)
+    if build.returncode != 0 and "offline" in build.stderr.lower():
+        pytest.skip("the build backend is not in uv's cache (offline)")
+    assert build.returncode == 0, build.stderr
+    wheel = next((tmp_path / "dist").glob("*.whl"))
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    assert (site / "srgan_cli" / "weights").is_dir()
+    code = "from srgan_cli.checkpoints import weights_dir; print(weights_dir())"
+    probe = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True, text=True, env={"PYTHONPATH": str(site), "PATH": ""}, cwd=tmp_path)
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip() == str(site / "srgan_cli" / "weights")
