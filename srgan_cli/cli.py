@@ -340,3 +340,75 @@ def benchmark_command(
     if not has_lpips:
         err_console.print("LPIPS omitted: pass --lpips-weights or set SRGAN_LPIPS_WEIGHTS",
                           highlight=False)
+
+
+# --------------------------------------------------------------------------- srgan train
+
+
+@main.command("train")
+@click.option("--data", multiple=True, type=click.Path(path_type=Path),
+              help="Folder of HR training images (recursive); repeat for several.")
+@click.option("--out", "run_dir", required=True, type=click.Path(path_type=Path),
+              help="Run folder: config, checkpoints, state, log and curves go here.")
+@click.option("--val", multiple=True, type=click.Path(path_type=Path),
+              help="Folder of HR validation images (PSNR-Y, SSIM-Y, LPIPS); repeatable.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="TOML or YAML file of options (flags override it).")
+@click.option("--phase", type=click.Choice(["pretrain", "gan", "all"]),
+              help="pretrain (SRResNet, pixel loss), gan (SRGAN, needs --init) or all. "
+                   "[default: all]")
+@click.option("--steps", type=int, help="Steps of the phase run (each phase for --phase all). "
+              "[default: 1000000 pretrain, 200000 gan]")
+@click.option("--batch-size", type=int, help="[default: 16]")
+@click.option("--patch-size", type=int, help="HR patch size in pixels. [default: 96]")
+@click.option("--lr", type=float, help="Adam learning rate. [default: 1e-4]")
+@click.option("--init", help="Generator to start from (path, registry name or hf://).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out where it stopped.")
+@click.option("--overwrite", is_flag=True, help="Start again in a --out that holds a run.")
+@click.option("--vgg-weights", help="imagenet (torchvision download) or a local "
+              "VGG19 .safetensors file. [default: imagenet]")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]),
+              help="auto = bf16 on CUDA, fp32 on CPU. [default: auto]")
+@click.option("--seed", type=int, help="[default: 0]")
+@click.option("--val-every", type=int, help="Validate every N steps. [default: 5000]")
+@click.option("--save-every", type=int, help="Checkpoint every N steps. [default: 5000]")
+@click.option("--keep", type=int, help="Step checkpoints to keep. [default: 3]")
+@click.option("--ema", type=float, help="EMA decay of the generator weights, 0 = off. "
+              "[default: 0]")
+@click.option("--pixel-loss", type=click.Choice(["mse", "l1"]), help="[default: mse]")
+@click.option("--gan-loss", type=click.Choice(["bce", "lsgan"]), help="[default: bce]")
+@click.option("--compile/--no-compile", "compile_", default=None,
+              help="torch.compile the networks. [default: off]")
+@click.option("--device", help="auto, cpu, cuda, cuda:1, ... [default: auto]")
+@click.option("--workers", type=int, help="Data loader processes, -1 = auto. [default: -1]")
+@click.option("-q", "--quiet", is_flag=True, help="No live display.")
+@friendly_errors
+def train_command(run_dir: Path, config_file: Path | None, resume: bool, overwrite: bool,
+                  steps: int | None, quiet: bool, compile_: bool | None, **options) -> None:
+    """Train SRResNet (pretrain) and SRGAN (gan) on folders of HR images.
+
+    Precedence: flags > --config file > the paper's defaults. With --resume the run folder's
+    config.toml is the base instead (flags still override it).
+    """
+    from .train import CONFIG_FILE, train
+    from .train_config import load_config, make_config, with_steps
+
+    if resume and overwrite:
+        raise click.UsageError("--resume and --overwrite contradict each other")
+    if resume and config_file is not None:
+        raise click.UsageError("--resume reads the run folder's config.toml; drop --config")
+    options["compile"] = compile_
+    overrides = {k: v for k, v in options.items() if v is not None and v != ()}
+    base = run_dir / CONFIG_FILE if resume else config_file
+    if resume and not base.is_file():
+        from .errors import TrainingError
+
+        raise TrainingError(f"nothing to resume in {run_dir}: no {CONFIG_FILE}")
+    config = load_config(base, overrides) if base is not None else make_config(overrides)
+    if steps is not None:
+        config = with_steps(config, steps)
+    path = train(config, run_dir, resume=resume, overwrite=overwrite, quiet=quiet,
+                 console=err_console)
+    if not quiet:
+        err_console.print(f"trained generator: {path} (srgan upscale IMAGE --model {path})",
+                          highlight=False, soft_wrap=True)

@@ -15,3 +15,7 @@ class ImageError(SrganError):
 
 class CheckpointError(SrganError):
     """A checkpoint cannot be found, downloaded, verified or loaded."""
+
+
+class TrainingError(SrganError):
+    """A training run cannot start, resume or go on (bad config, no data, non-finite losses)."""

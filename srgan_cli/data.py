@@ -1,0 +1,188 @@
+"""Training data: random HR crops of folders of images, and their bicubic LR versions.
+
+Every training sample is a pure function of ``(seed, index)``: sample ``index`` draws its
+image, crop position, flip and 90-degree rotation from a ``torch.Generator`` seeded with
+both. Batch ``step`` holds samples ``step * batch_size ... + batch_size - 1``. So the batches
+do not depend on worker processes or on how often a run was stopped and resumed: resuming
+at step ``s`` only needs ``s``.
+
+The LR patch is made from the augmented HR patch by ``degradation.bicubic_downscale``, the
+same function the benchmark uses, so training and evaluation see the same degradation.
+
+Samples are uint8 tensors (the cheapest to move around); ``to_unit_range`` turns them into
+the float [0, 1] convention of ``models.py`` on the training device.
+
+Small sets (decoded size up to ``cache_mb``) are decoded once and kept in memory; larger
+ones are decoded on the fly, which is what the DataLoader worker processes are for.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from . import images
+from .degradation import bicubic_downscale
+from .errors import TrainingError
+
+SEED_STRIDE = 1 << 40
+"""Per-sample generator seed = seed * SEED_STRIDE + sample index (mod 2**63)."""
+
+
+def load_rgb_uint8(path: Path) -> torch.Tensor:
+    """Decode an image file (any mode: grayscale, palette, alpha) -> (3, H, W) uint8 RGB."""
+    with Image.open(path) as img:
+        array = np.asarray(img.convert("RGB"))
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the file header (no decoding), or None if it is not an image."""
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (UnidentifiedImageError, OSError):
+        return None
+
+
+@dataclass
+class ImageList:
+    """The usable training images of some folders, and what was left out and why."""
+
+    paths: list[Path]
+    sizes: list[tuple[int, int]]  # (width, height) per path
+    too_small: list[Path]
+    unreadable: list[Path]
+
+    @property
+    def decoded_bytes(self) -> int:
+        return sum(3 * w * h for w, h in self.sizes)
+
+
+def scan_folders(folders: Sequence[str | os.PathLike], patch_size: int) -> ImageList:
+    """All images under ``folders`` (recursively) whose sides are at least ``patch_size``."""
+    found: list[Path] = []
+    for folder in map(Path, folders):
+        if not folder.is_dir():
+            raise TrainingError(f"training data folder not found: {folder}")
+        found += images.find_images(folder, recursive=True)
+    result = ImageList([], [], [], [])
+    for path in found:
+        size = image_size(path)
+        if size is None:
+            result.unreadable.append(path)
+        elif min(size) < patch_size:
+            result.too_small.append(path)
+        else:
+            result.paths.append(path)
+            result.sizes.append(size)
+    if not result.paths:
+        raise TrainingError(
+            f"no usable training images in {', '.join(map(str, folders))}: found {len(found)} "
+            f"files, {len(result.too_small)} smaller than the {patch_size} px patch"
+        )
+    return result
+
+
+def augment(patch: torch.Tensor, flip: bool, rotations: int) -> torch.Tensor:
+    """Horizontal flip then ``rotations`` x 90 degrees of a (C, H, W) patch."""
+    if flip:
+        patch = patch.flip(-1)
+    return patch.rot90(rotations, dims=(-2, -1)) if rotations else patch
+
+
+def downscale_uint8(hr: torch.Tensor, scale: int) -> torch.Tensor:
+    """(3, H, W) uint8 -> (3, H/scale, W/scale) uint8 with the shared bicubic degradation."""
+    pil = Image.fromarray(hr.permute(1, 2, 0).contiguous().numpy())
+    lr = np.asarray(bicubic_downscale(pil, scale))
+    return torch.from_numpy(lr.copy()).permute(2, 0, 1).contiguous()
+
+
+def to_unit_range(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 3, H, W) -> float32 in [0, 1], on the batch's device."""
+    return batch.float().div_(255)
+
+
+class PatchDataset(Dataset):
+    """Sample ``index`` -> (lr, hr): uint8 (3, P/s, P/s) and (3, P, P), P = ``patch_size``.
+
+    ``cache=True`` decodes every image now and keeps them in memory as uint8 tensors;
+    otherwise each sample decodes its image from disk (use DataLoader workers then).
+    """
+
+    def __init__(
+        self, image_list: ImageList, patch_size: int, scale: int, seed: int, cache: bool
+    ) -> None:
+        if patch_size % scale:
+            raise TrainingError(f"patch size {patch_size} must be a multiple of the scale {scale}")
+        self.paths, self.sizes = image_list.paths, image_list.sizes
+        self.patch_size, self.scale, self.seed = patch_size, scale, seed
+        self.cache = [load_rgb_uint8(p) for p in self.paths] if cache else None
+
+    def __len__(self) -> int:  # samples are drawn by index from an endless stream
+        return 2**62
+
+    def generator(self, index: int) -> torch.Generator:
+        return torch.Generator().manual_seed((self.seed * SEED_STRIDE + index) % 2**63)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        gen = self.generator(index)
+
+        def draw(high: int) -> int:
+            return int(torch.randint(high, (1,), generator=gen))
+
+        i = draw(len(self.paths))
+        width, height = self.sizes[i]
+        top, left = draw(height - self.patch_size + 1), draw(width - self.patch_size + 1)
+        flip, rotations = bool(draw(2)), draw(4)
+        image = self.cache[i] if self.cache is not None else load_rgb_uint8(self.paths[i])
+        p = self.patch_size
+        hr = augment(image[:, top:top + p, left:left + p], flip, rotations).contiguous()
+        return downscale_uint8(hr, self.scale), hr
+
+
+class StreamSampler(Sampler[int]):
+    """Sample indices ``start, start + 1, ...`` forever (the DataLoader cuts them into batches)."""
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.count(self.start)
+
+
+def batches(
+    dataset: PatchDataset, batch_size: int, start_step: int, workers: int, pin_memory: bool = False
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless (lr, hr) uint8 batches (N, 3, h, w), (N, 3, H, W) from step ``start_step`` on.
+
+    ``workers=0`` builds batches in this process; otherwise a DataLoader with that many worker
+    processes does. Both give exactly the same batches.
+    """
+    start = start_step * batch_size
+    if workers == 0:
+        for first in itertools.count(start, batch_size):
+            pairs = [dataset[i] for i in range(first, first + batch_size)]
+            yield torch.stack([lr for lr, _ in pairs]), torch.stack([hr for _, hr in pairs])
+    else:
+        loader = DataLoader(
+            dataset, batch_size=batch_size, sampler=StreamSampler(start), num_workers=workers,
+            pin_memory=pin_memory, persistent_workers=True, prefetch_factor=4,
+        )
+        yield from loader
+
+
+def auto_workers(cached: bool, cuda: bool) -> int:
+    """Worker processes when not set: none for cached sets on CPU, else a few per GPU."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if cached and not cuda:
+        return 0
+    return max(0, min(2 if cached else 8, (cpus or 1) - 1))

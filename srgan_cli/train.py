@@ -1,0 +1,586 @@
+"""Training SRResNet / SRGAN: ``train(config, run_dir)`` runs the phases of a ``TrainConfig``.
+
+Phases (Ledig et al. 2017): ``pretrain`` trains the generator alone with a pixel loss (MSE,
+the paper's SRResNet); ``gan`` starts from a pretrained generator and alternates one
+discriminator update and one generator update with the loss
+``VGG54 content + 1e-3 x adversarial`` (the paper's SRGAN); ``all`` runs both.
+
+Steps are counted across the whole run: with ``phase = "all"`` the GAN phase continues the
+step numbers of the pretraining phase. The run folder holds (see README "Training"):
+
+    config.toml               the resolved options: the run's recipe
+    generator.safetensors     the latest generator (EMA weights with --ema), ready to use
+    best.safetensors          best by validation score in the current phase
+    checkpoints/step_*.safetensors   the last ``keep`` step checkpoints
+    state.safetensors         everything --resume needs (optimizers, RNG, discriminator, EMA)
+    log.jsonl                 one JSON record per log interval, validation and event
+    curves.png                losses and validation curves, drawn at the end
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from . import benchmark, data, losses, metrics
+from .checkpoints import load_generator, resolve_model, save_checkpoint
+from .errors import CheckpointError, SrganError, TrainingError
+from .models import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+from .plot import plot_curves
+from .train_config import RANDOM_VGG, TrainConfig, save_config
+from .train_display import Display, deferred_interrupt
+from .train_state import (
+    load_state,
+    module_tensors,
+    optimizer_tensors,
+    prune_checkpoints,
+    restore_module,
+    restore_optimizer,
+    restore_rng,
+    rng_tensors,
+    save_state,
+)
+from .upscale import Upscaler, pick_device
+
+CONFIG_FILE = "config.toml"
+GENERATOR_FILE = "generator.safetensors"
+BEST_FILE = "best.safetensors"
+STATE_FILE = "state.safetensors"
+LOG_FILE = "log.jsonl"
+PLOT_FILE = "curves.png"
+CHECKPOINT_DIR = "checkpoints"
+RUN_FILES = (CONFIG_FILE, GENERATOR_FILE, BEST_FILE, STATE_FILE, LOG_FILE, PLOT_FILE)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase of a run: global steps ``start`` (done before it) to ``end``."""
+
+    name: str
+    start: int
+    end: int
+
+    @property
+    def steps(self) -> int:
+        return self.end - self.start
+
+
+def plan_phases(config: TrainConfig) -> list[Phase]:
+    phases, start = [], 0
+    for name, steps in config.phases:
+        phases.append(Phase(name, start, start + steps))
+        start += steps
+    return phases
+
+
+def learning_rate(config: TrainConfig, schedule: str, phase_step: int, phase_steps: int) -> float:
+    """The learning rate of step ``phase_step`` (0-based) of a phase of ``phase_steps`` steps."""
+    if schedule == "step":
+        decayed = phase_step >= config.decay_at * phase_steps
+        return config.lr * (config.decay_factor if decayed else 1.0)
+    if schedule == "cosine":
+        return 0.5 * config.lr * (1 + math.cos(math.pi * phase_step / max(phase_steps, 1)))
+    return config.lr
+
+
+class EMA:
+    """Exponential moving average of a generator's weights.
+
+    After each update: ``ema = decay * ema + (1 - decay) * weights`` for every parameter;
+    buffers (BatchNorm running statistics) are copied as they are.
+    """
+
+    def __init__(self, model: Generator, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: Generator) -> None:
+        for average, param in zip(self.model.parameters(), model.parameters(), strict=True):
+            average.lerp_(param.detach(), 1 - self.decay)
+        for average, buffer in zip(self.model.buffers(), model.buffers(), strict=True):
+            average.copy_(buffer)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """``auto``: bf16 on CUDA, fp32 elsewhere; None means plain fp32."""
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    return torch.bfloat16 if precision == "bf16" else None
+
+
+def resolve_init(config: TrainConfig) -> TrainConfig:
+    """Take the generator architecture from ``config.init`` when it names a checkpoint."""
+    if not config.init:
+        return config
+    gen_config = load_generator(resolve_model(config.init)).config
+    return replace(config, scale=gen_config.scale, num_blocks=gen_config.num_blocks,
+                   channels=gen_config.channels)
+
+
+def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Never lose a run by accident: refuse to start afresh over an existing one."""
+    existing = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if any((run_dir / CHECKPOINT_DIR).glob("step_*.safetensors")):
+        existing.append(f"{CHECKPOINT_DIR}/")
+    if resume:
+        if not (run_dir / STATE_FILE).is_file():
+            raise TrainingError(f"nothing to resume in {run_dir}: no {STATE_FILE}")
+    elif existing and not overwrite:
+        raise TrainingError(
+            f"{run_dir} already holds a run ({', '.join(existing)}): use --resume to continue "
+            "it, --overwrite to start again, or another --out folder")
+    elif existing:
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+        for path in (run_dir / CHECKPOINT_DIR).glob("step_*.safetensors"):
+            path.unlink()
+
+
+class Trainer:
+    """The state of one run: networks, optimizers, data stream, step counter, run folder."""
+
+    def __init__(self, config: TrainConfig, run_dir: Path, display: Display) -> None:
+        self.config, self.run_dir, self.display = config, run_dir, display
+        self.device = pick_device(config.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise TrainingError(f"--device {config.device}: CUDA is not available")
+        self.dtype = autocast_dtype(config.precision, self.device)
+        self.channels_last = config.channels_last and self.device.type == "cuda"
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+
+        torch.manual_seed(config.seed)
+        gen_config = GeneratorConfig(scale=config.scale, num_blocks=config.num_blocks,
+                                     channels=config.channels)
+        self.generator = self.place(Generator(gen_config)).train()
+        self.ema = EMA(self.generator, config.ema) if config.ema > 0 else None
+        self.discriminator: Discriminator | None = None
+        self.content_loss: losses.ContentLoss | None = None
+        self.opt_g: torch.optim.Optimizer | None = None
+        self.opt_d: torch.optim.Optimizer | None = None
+        self.step, self.nonfinite = 0, 0
+        self.best: dict = {}  # {"phase", "metric", "score", "step"}
+        self.last_losses: dict[str, float] = {}
+        self.last_val: dict[str, float] = {}
+        self.stop_requested = False
+
+        self.data_summary = self.prepare_data()
+        self.val_sets = self.load_validation() if config.val else []
+        self.lpips = metrics.load_lpips(config.lpips_weights or None) if self.val_sets else None
+
+    # ------------------------------------------------------------------ setup
+
+    def place(self, module: torch.nn.Module) -> torch.nn.Module:
+        module = module.to(self.device)
+        return module.to(memory_format=torch.channels_last) if self.channels_last else module
+
+    def compiled(self, module: torch.nn.Module) -> torch.nn.Module:
+        return torch.compile(module) if self.config.compile else module
+
+    def prepare_data(self) -> dict:
+        cfg = self.config
+        found = data.scan_folders(cfg.data, cfg.patch_size)
+        cached = found.decoded_bytes <= cfg.cache_mb * 2**20
+        self.dataset = data.PatchDataset(found, cfg.patch_size, cfg.scale, cfg.seed, cached)
+        cuda = self.device.type == "cuda"
+        self.workers = cfg.workers if cfg.workers >= 0 else data.auto_workers(cached, cuda)
+        return {"images": len(found.paths), "too_small": len(found.too_small),
+                "unreadable": len(found.unreadable), "cached": cached, "workers": self.workers,
+                "decoded_mb": round(found.decoded_bytes / 2**20, 1)}
+
+    def load_init(self) -> None:
+        """Start the generator from ``config.init`` (architecture already matched)."""
+        try:
+            source = load_generator(resolve_model(self.config.init))
+        except CheckpointError as e:
+            raise TrainingError(f"--init: {e}") from e
+        self.generator.load_state_dict(source.state_dict())
+        if self.ema is not None:
+            self.ema = EMA(self.generator, self.config.ema)
+
+    def adam(self, module: torch.nn.Module) -> torch.optim.Optimizer:
+        betas = (self.config.beta1, self.config.beta2)
+        fused = self.device.type == "cuda"  # one kernel per step on GPU
+        return torch.optim.Adam(module.parameters(), lr=self.config.lr, betas=betas, fused=fused)
+
+    def enter_phase(self, phase: Phase) -> None:
+        """Fresh optimizers for the phase; the GAN phase builds discriminator and VGG."""
+        cfg = self.config
+        self.phase = phase
+        self.g_forward = self.compiled(self.generator)
+        self.opt_g = self.adam(self.generator)
+        if phase.name == "gan":
+            torch.manual_seed(cfg.seed + 1)
+            disc = Discriminator(DiscriminatorConfig(channels=cfg.disc_channels))
+            self.discriminator = self.place(disc).train()
+            self.d_forward = self.compiled(self.discriminator)
+            self.opt_d = self.adam(self.discriminator)
+            if self.content_loss is None:
+                self.content_loss = self.place(losses.ContentLoss(
+                    self.build_vgg(), cfg.vgg_layer, cfg.vgg_divisor))
+                self.content_forward = self.compiled(self.content_loss)
+        self.best = {} if self.best.get("phase") != phase.name else self.best
+
+    def build_vgg(self):
+        from .vgg import VGGFeatures
+
+        weights = None if self.config.vgg_weights == RANDOM_VGG else self.config.vgg_weights
+        torch.manual_seed(self.config.seed + 2)
+        try:
+            return VGGFeatures("vgg19", (self.config.vgg_layer,), weights=weights)
+        except (OSError, ValueError) as e:
+            raise TrainingError(f"VGG weights {self.config.vgg_weights!r}: {e}") from e
+
+    # ------------------------------------------------------------------ state
+
+    def save(self) -> None:
+        """Step checkpoint, latest generator, then the training state (the commit point)."""
+        model = self.ema.model if self.ema is not None else self.generator
+        info = self.training_info()
+        ckpt_dir = self.run_dir / CHECKPOINT_DIR
+        save_checkpoint(model, ckpt_dir / f"step_{self.step:08d}.safetensors", info)
+        prune_checkpoints(ckpt_dir, self.config.keep)
+        save_checkpoint(model, self.run_dir / GENERATOR_FILE, info)
+        tensors = {**module_tensors(self.generator, "generator"), **rng_tensors()}
+        state = {"step": self.step, "phase": self.phase.name, "nonfinite": self.nonfinite,
+                 "best": self.best, "last_val": self.last_val, "last_losses": self.last_losses}
+        if self.ema is not None:
+            tensors.update(module_tensors(self.ema.model, "ema"))
+        for name, optimizer in (("opt_g", self.opt_g), ("opt_d", self.opt_d)):
+            if optimizer is not None:
+                opt_tensors, state[name] = optimizer_tensors(optimizer, name)
+                tensors.update(opt_tensors)
+        if self.discriminator is not None:
+            tensors.update(module_tensors(self.discriminator, "discriminator"))
+        save_state(self.run_dir / STATE_FILE, tensors, state)
+        self.saved_step = self.step
+
+    def training_info(self) -> dict:
+        """The ``training`` metadata of saved checkpoints."""
+        cfg = self.config
+        return {"phase": self.phase.name, "step": self.step, "phase_step":
+                self.step - self.phase.start, "phase_steps": self.phase.steps, "data": cfg.data,
+                "losses": self.last_losses, "validation": self.last_val,
+                "ema": cfg.ema, "run": self.run_dir.name, "config": cfg.to_dict()}
+
+    def load(self) -> tuple[dict, dict]:
+        """Read the state file; the networks are restored now, optimizers in ``restore``."""
+        tensors, state = load_state(self.run_dir / STATE_FILE)
+        restore_module(self.generator, tensors, "generator")
+        if self.ema is not None and any(k.startswith("ema.") for k in tensors):
+            restore_module(self.ema.model, tensors, "ema")
+        self.step, self.nonfinite = state["step"], state["nonfinite"]
+        self.best, self.last_val = state["best"], state["last_val"]
+        self.last_losses = state["last_losses"]
+        restore_rng(tensors)  # before entering a phase, which draws from it
+        return tensors, state
+
+    def restore(self, tensors: dict, state: dict) -> None:
+        """Optimizers and discriminator of the phase the state was saved in."""
+        restore_optimizer(self.opt_g, tensors, "opt_g", state["opt_g"])
+        if self.discriminator is not None:
+            restore_module(self.discriminator, tensors, "discriminator")
+            restore_optimizer(self.opt_d, tensors, "opt_d", state["opt_d"])
+
+    # ------------------------------------------------------------------ steps
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None)
+
+    def to_device(self, batch: torch.Tensor) -> torch.Tensor:
+        batch = data.to_unit_range(batch.to(self.device, non_blocking=True))
+        return batch.contiguous(memory_format=torch.channels_last) if self.channels_last else batch
+
+    @staticmethod
+    def finite_values(named: dict[str, torch.Tensor]) -> tuple[dict[str, float], bool]:
+        """Loss tensors -> Python floats (one device sync) and whether all are finite."""
+        values = torch.stack([v.detach().float() for v in named.values()]).tolist()
+        floats = dict(zip(named, values, strict=True))
+        return floats, all(math.isfinite(v) for v in values)
+
+    def pretrain_step(self, lr: torch.Tensor, hr: torch.Tensor) -> tuple[dict, bool]:
+        with self.autocast():
+            sr = self.g_forward(lr)
+        loss = losses.pixel_loss(sr, hr, self.config.pixel_loss)
+        values, finite = self.finite_values({"pixel": loss})
+        self.opt_g.zero_grad(set_to_none=True)
+        if finite:
+            loss.backward()
+            self.opt_g.step()
+        return values, finite
+
+    def gan_step(self, lr: torch.Tensor, hr: torch.Tensor) -> tuple[dict, bool]:
+        cfg = self.config
+        with self.autocast():
+            sr = self.g_forward(lr)
+            real_logits, fake_logits = self.d_forward(hr), self.d_forward(sr.detach())
+        d_loss = losses.discriminator_loss(real_logits, fake_logits, cfg.gan_loss)
+        d_values, d_finite = self.finite_values({"d": d_loss})
+        self.opt_d.zero_grad(set_to_none=True)
+        if d_finite:
+            d_loss.backward()
+            self.opt_d.step()
+
+        self.discriminator.requires_grad_(False)  # the generator step leaves D's grads alone
+        with self.autocast():
+            content = self.content_forward(sr, hr)
+            adversarial = losses.generator_adversarial_loss(self.d_forward(sr), cfg.gan_loss)
+        self.discriminator.requires_grad_(True)
+        g_loss = content + cfg.adv_weight * adversarial
+        named = {"content": content, "adv": adversarial}
+        if cfg.pixel_weight > 0:
+            named["pixel"] = losses.pixel_loss(sr, hr, cfg.pixel_loss)
+            g_loss = g_loss + cfg.pixel_weight * named["pixel"]
+        g_values, g_finite = self.finite_values({**named, "g": g_loss})
+        self.opt_g.zero_grad(set_to_none=True)
+        if g_finite:
+            g_loss.backward()
+            self.opt_g.step()
+        return {**g_values, **d_values}, d_finite and g_finite
+
+    # ------------------------------------------------------------------ validation
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Mean PSNR-Y, SSIM-Y (and LPIPS when available) on ``--val``, scored exactly as
+        ``srgan benchmark`` scores a model (same degradation, quantisation and border)."""
+        model = self.ema.model if self.ema is not None else self.generator
+        was_training = model.training
+        precision = "bf16" if self.dtype == torch.bfloat16 else "fp32"
+        upscaler = Upscaler(model, device=self.device, precision=precision)  # sets eval mode
+
+        def method(lr_image):
+            return upscaler.upscale_tensor(benchmark.pil_to_tensor(lr_image))
+
+        scores = [score for name, hr_images in self.val_sets for score, _ in
+                  benchmark.score_dataset("val", method, name, hr_images, self.config.scale,
+                                          self.lpips)]
+        model.train(was_training)
+        result = {"psnr": statistics.fmean(s.psnr_y for s in scores),
+                  "ssim": statistics.fmean(s.ssim_y for s in scores)}
+        if self.lpips is not None:
+            result["lpips"] = statistics.fmean(s.lpips for s in scores)
+        return result
+
+    def load_validation(self) -> list[tuple[str, list]]:
+        """The ``--val`` folders' HR images; ones too small to score (SSIM's 11x11 window
+        inside the border) are left out with a message."""
+        scale = self.config.scale
+
+        def big_enough(side: int) -> bool:
+            return side - side % scale - 2 * scale >= 11
+
+        sets, small = [], 0
+        for folder in map(Path, self.config.val):
+            hr_images = benchmark.load_dataset(folder)
+            kept = [(n, im) for n, im in hr_images if all(map(big_enough, im.size))]
+            small += len(hr_images) - len(kept)
+            if kept:
+                sets.append((folder.name, kept))
+        if small:
+            self.display.message(f"validation: left out {small} images too small to score")
+        if not sets:
+            raise TrainingError(f"no usable validation images in {', '.join(self.config.val)}")
+        return sets
+
+    def update_best(self, val: dict[str, float]) -> bool:
+        """Keep ``best.safetensors``: PSNR-Y when pretraining, LPIPS (else PSNR-Y) in GAN."""
+        metric = "lpips" if self.phase.name == "gan" and "lpips" in val else "psnr"
+        score = val[metric]
+        better = (score < self.best["score"] if metric == "lpips" else score > self.best["score"]
+                  ) if self.best else True
+        if better:
+            self.best = {"phase": self.phase.name, "metric": metric, "score": score,
+                         "step": self.step}
+            model = self.ema.model if self.ema is not None else self.generator
+            save_checkpoint(model, self.run_dir / BEST_FILE, self.training_info())
+        return better
+
+    # ------------------------------------------------------------------ the loop
+
+    def log(self, record: dict) -> None:
+        with open(self.run_dir / LOG_FILE, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def trim_log(self) -> None:
+        """On resume, drop records written after the state being resumed from."""
+        path = self.run_dir / LOG_FILE
+        if path.is_file():
+            records = [json.loads(line) for line in path.read_text().splitlines() if line]
+            kept = [r for r in records if r.get("step", 0) <= self.step]
+            path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+    def run(self, resume: bool, on_step: Callable[[int], None] | None) -> None:
+        cfg = self.config
+        resumed = self.load() if resume else None
+        if resume:
+            self.trim_log()
+            self.display.message(f"resuming {self.run_dir} at step {self.step}")
+        elif cfg.init:
+            self.load_init()
+        summary = self.data_summary
+        self.log({"type": "start", "step": self.step, "resume": resume, **summary})
+        skipped = summary["too_small"] + summary["unreadable"]
+        if skipped:
+            self.display.message(
+                f"skipped {summary['too_small']} images smaller than {cfg.patch_size} px and "
+                f"{summary['unreadable']} unreadable files")
+        self.saved_step = self.step
+        stream = None
+        with deferred_interrupt(self.request_stop):
+            for phase in plan_phases(cfg):
+                if self.step >= phase.end:
+                    continue
+                self.enter_phase(phase)
+                if resumed is not None:  # optimizers only if saved in this very phase
+                    tensors, state = resumed
+                    if state["phase"] == phase.name:
+                        self.restore(tensors, state)
+                    resumed = None
+                stream = stream or data.batches(self.dataset, cfg.batch_size, self.step,
+                                                self.workers, self.device.type == "cuda")
+                self.run_phase(phase, stream, on_step)
+                if self.stop_requested:
+                    break
+            if self.step != self.saved_step:
+                self.save()
+            self.plot()
+        if self.stop_requested:  # said even with --quiet: the user needs to know
+            self.display.console.print(
+                f"interrupted at step {self.step}: saved {self.run_dir} (continue with "
+                f"srgan train --out {self.run_dir} --resume)", highlight=False, soft_wrap=True)
+            raise KeyboardInterrupt
+
+    def request_stop(self) -> None:
+        self.stop_requested = True
+
+    def run_phase(self, phase: Phase, stream, on_step: Callable[[int], None] | None) -> None:
+        cfg = self.config
+        schedule = cfg.pretrain_schedule if phase.name == "pretrain" else cfg.gan_schedule
+        step_fn = self.pretrain_step if phase.name == "pretrain" else self.gan_step
+        self.display.phase(phase.name, self.step, phase.end)
+        sums: dict[str, float] = {}
+        count, window_steps, window_start = 0, 0, time.perf_counter()
+        while self.step < phase.end and not self.stop_requested:
+            lr_value = learning_rate(cfg, schedule, self.step - phase.start, phase.steps)
+            for optimizer in (self.opt_g, self.opt_d if phase.name == "gan" else None):
+                for group in optimizer.param_groups if optimizer else []:
+                    group["lr"] = lr_value
+            lr_batch, hr_batch = next(stream)
+            values, finite = step_fn(self.to_device(lr_batch), self.to_device(hr_batch))
+            self.step += 1
+            window_steps += 1
+            if finite:
+                self.nonfinite = 0
+                if self.ema is not None:
+                    self.ema.update(self.generator)
+                for k, v in values.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                count += 1
+            else:
+                self.on_nonfinite(values)
+            if self.step % cfg.log_every == 0 or self.step == phase.end:
+                rate = window_steps / max(time.perf_counter() - window_start, 1e-9)
+                if count:
+                    self.last_losses = {k: v / count for k, v in sums.items()}
+                self.log({"type": "train", "phase": phase.name, "step": self.step,
+                          "lr": lr_value, "it_s": rate, **self.last_losses})
+                self.display.update(self.step, rate, self.last_losses)
+                sums, count, window_steps, window_start = {}, 0, 0, time.perf_counter()
+            else:
+                self.display.update(self.step)
+            if self.val_sets and (self.step % cfg.val_every == 0 or self.step == phase.end):
+                self.last_val = self.validate()
+                best = self.update_best(self.last_val)
+                self.log({"type": "val", "phase": phase.name, "step": self.step, "best": best,
+                          **self.last_val})
+                self.display.update(self.step, val=self.last_val)
+            if self.step % cfg.save_every == 0 or self.step == phase.end:
+                self.save()
+            if on_step is not None:
+                on_step(self.step)
+
+    def on_nonfinite(self, values: dict[str, float]) -> None:
+        """A non-finite loss: the update was skipped; stop after ``max_nonfinite`` in a row."""
+        self.nonfinite += 1
+        bad = ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
+        self.log({"type": "nonfinite", "phase": self.phase.name, "step": self.step,
+                  "losses": {k: str(v) for k, v in values.items()}})
+        self.display.message(f"step {self.step}: non-finite loss ({bad}), update skipped")
+        if self.nonfinite >= self.config.max_nonfinite:
+            saved = f"last saved: step {self.saved_step}" if self.saved_step else "nothing saved"
+            raise TrainingError(
+                f"stopped at step {self.step}: non-finite loss ({bad}) for {self.nonfinite} "
+                f"steps in a row ({saved}); lower --lr or check the data")
+
+    def plot(self) -> None:
+        plot_run(self.run_dir)
+
+
+def plot_run(run_dir: Path) -> Path | None:
+    """Draw ``curves.png`` from ``log.jsonl``: losses (log10) and validation scores."""
+    path = run_dir / LOG_FILE
+    if not path.is_file():
+        return None
+    records = [json.loads(line) for line in path.read_text().splitlines() if line]
+    loss_curves: dict[str, list] = {}
+    val_curves: dict[str, dict[str, list]] = {"psnr": {}, "ssim": {}, "lpips": {}}
+    for r in records:
+        if r["type"] == "train":
+            for key in ("pixel", "content", "adv", "g", "d"):
+                if key in r and r[key] > 0:
+                    loss_curves.setdefault(key, []).append((r["step"], math.log10(r[key])))
+        elif r["type"] == "val":
+            for key, curves in val_curves.items():
+                if key in r:
+                    curves.setdefault(r["phase"], []).append((r["step"], r[key]))
+    return plot_curves({"training losses (log10)": loss_curves,
+                        "validation PSNR-Y (dB)": val_curves["psnr"],
+                        "validation SSIM-Y": val_curves["ssim"],
+                        "validation LPIPS (lower is better)": val_curves["lpips"]},
+                       run_dir / PLOT_FILE)
+
+
+def train(
+    config: TrainConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    overwrite: bool = False,
+    quiet: bool = True,
+    console: Console | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> Path:
+    """Run (or ``resume``) the training ``config`` describes in ``run_dir``.
+
+    Returns the path of the trained generator (``RUN_DIR/generator.safetensors``). Raises
+    ``TrainingError`` for bad options, missing data and repeated non-finite losses, and
+    ``KeyboardInterrupt`` after saving when Ctrl-C stopped it. ``on_step(step)`` is called
+    after every step.
+    """
+    run_dir = Path(run_dir)
+    if not config.data:
+        raise TrainingError("no training data: pass --data DIR (or data = [...] in the config)")
+    if config.phase == "gan" and not config.init and not resume:
+        raise TrainingError("the GAN phase starts from a pretrained generator: pass --init "
+                            "CHECKPOINT, or use --phase all")
+    check_run_dir(run_dir, resume, overwrite)
+    if not resume:
+        try:
+            config = resolve_init(config)
+        except SrganError as e:
+            raise TrainingError(f"--init: {e}") from e
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / CONFIG_FILE)
+    with Display(quiet, console) as display:
+        Trainer(config, run_dir, display).run(resume, on_step)
+    return run_dir / GENERATOR_FILE

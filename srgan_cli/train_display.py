@@ -1,0 +1,72 @@
+"""What a person sees while training runs: a live progress line, and Ctrl-C handling."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Callable, Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+
+class Display:
+    """The live progress line (step, losses, it/s, ETA, last validation) and messages."""
+
+    def __init__(self, quiet: bool, console: Console | None) -> None:
+        self.quiet = quiet
+        self.console = console or Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"), console=self.console, disable=quiet,
+        )
+        self.task = self.progress.add_task("", total=1, rate="", info="", visible=False)
+        self.losses, self.val = "", ""
+
+    def __enter__(self) -> Display:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def phase(self, name: str, step: int, end: int) -> None:
+        """Show phase ``name``: ``step`` of ``end`` steps done."""
+        self.progress.reset(self.task, total=end, completed=step, description=name, visible=True)
+
+    def update(self, step: int, rate: float | None = None, losses: dict | None = None,
+               val: dict | None = None) -> None:
+        if losses is not None:
+            self.losses = " ".join(f"{k} {v:.4g}" for k, v in losses.items())
+        if val is not None:
+            self.val = "val " + " ".join(f"{k} {v:.4g}" for k, v in val.items())
+        fields = {"info": f"{self.losses}  {self.val}".strip()}
+        if rate is not None:
+            fields["rate"] = f"{rate:.2f} it/s"
+        self.progress.update(self.task, completed=step, **fields)
+
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            self.progress.console.print(text, highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def deferred_interrupt(on_interrupt: Callable[[], None]) -> Iterator[None]:
+    """Turn the first Ctrl-C into ``on_interrupt()`` (the loop then stops cleanly after the
+    current step); a second Ctrl-C interrupts at once. Only in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGINT, previous)
+        on_interrupt()
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -1,0 +1,122 @@
+"""The training state for exact resume, as one safetensors file (no pickles).
+
+``RUN_DIR/state.safetensors`` holds, as tensors, the networks' state dicts (``generator.*``,
+``ema.*``, ``discriminator.*``), the optimizer states (``opt_g.<param>.<name>``,
+``opt_d.<param>.<name>``) and the RNG states (``rng.torch``, ``rng.cuda.<i>``: uint8). Its
+metadata key ``state`` is a JSON document with everything else: step, phase, optimizer
+param groups, best validation score. One file written atomically means the tensors and
+the JSON can never disagree.
+
+Learning rates are a pure function of the step (``train.learning_rate``) and training
+batches a pure function of (seed, step) (``data.py``), so neither needs saving.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .errors import TrainingError
+
+STATE_FORMAT = "srgan-train-state"
+STATE_VERSION = 1
+
+
+def optimizer_tensors(
+    optimizer: torch.optim.Optimizer, prefix: str
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimizer's state dict into tensors (``prefix.<param>.<name>``) and JSON."""
+    state = optimizer.state_dict()
+    tensors, extra = {}, {}
+    for param, values in state["state"].items():
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{prefix}.{param}.{name}"] = value
+            else:
+                extra.setdefault(str(param), {})[name] = value
+    return tensors, {"param_groups": state["param_groups"], "extra": extra}
+
+
+def restore_optimizer(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], prefix: str, info: dict
+) -> None:
+    """Inverse of ``optimizer_tensors``."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith(prefix + "."):
+            param, name = key[len(prefix) + 1:].split(".", 1)
+            state.setdefault(int(param), {})[name] = value
+    for param, values in info["extra"].items():
+        state.setdefault(int(param), {}).update(values)
+    optimizer.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+
+
+def module_tensors(module: torch.nn.Module, prefix: str) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v for k, v in module.state_dict().items()}
+
+
+def restore_module(module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix: str) -> None:
+    start = len(prefix) + 1
+    module.load_state_dict({k[start:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
+
+
+def rng_tensors() -> dict[str, torch.Tensor]:
+    """The torch CPU and CUDA generator states as uint8 tensors."""
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = state
+    return tensors
+
+
+def restore_rng(tensors: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def save_state(path: Path, tensors: dict[str, torch.Tensor], info: dict) -> Path:
+    """Write tensors + JSON ``info`` to one safetensors file, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    metadata = {"format": STATE_FORMAT, "format_version": str(STATE_VERSION),
+                "state": json.dumps(info, sort_keys=True)}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_state(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, info) written by ``save_state``."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    except (SafetensorError, OSError) as e:
+        raise TrainingError(f"{path}: unreadable training state ({e})") from e
+    if metadata.get("format") != STATE_FORMAT:
+        raise TrainingError(f"{path}: not an srgan training state file")
+    if int(metadata.get("format_version", 0)) > STATE_VERSION:
+        raise TrainingError(f"{path}: training state from a newer srgan; upgrade srgan-cli")
+    return tensors, json.loads(metadata["state"])
+
+
+def prune_checkpoints(folder: Path, keep: int) -> None:
+    """Keep only the ``keep`` newest ``step_*.safetensors`` files of ``folder``."""
+    old = sorted(folder.glob("step_*.safetensors"))[:-keep]
+    for path in old:
+        path.unlink(missing_ok=True)
