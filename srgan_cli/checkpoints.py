@@ -105,15 +105,25 @@ def save_checkpoint(
     generator: Generator, path: str | os.PathLike, training: dict | None = None
 ) -> Path:
     """Write ``generator`` as a safetensors checkpoint, atomically (temp file, then rename)."""
+    state = {k: v.to(torch.float32) for k, v in generator.state_dict().items()}
+    return save_safetensors(state, path, checkpoint_metadata(generator.config, training))
+
+
+def save_safetensors(
+    tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str]
+) -> Path:
+    """Write tensors (moved to the CPU) and string metadata to ``path`` atomically.
+
+    The file is written beside its target and renamed into place, so an interrupted save
+    never leaves a truncated checkpoint under the final name.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in
-             generator.state_dict().items()}
-    metadata = checkpoint_metadata(generator.config, training)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        save_file(state, tmp, metadata=metadata)
+        save_file(tensors, tmp, metadata=metadata)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

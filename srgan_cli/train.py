@@ -49,7 +49,7 @@ from .train_state import (
     rng_tensors,
     save_state,
 )
-from .upscale import Upscaler, pick_device
+from .upscale import Upscaler, autocast_dtype, pick_device
 
 CONFIG_FILE = "config.toml"
 GENERATOR_FILE = "generator.safetensors"
@@ -111,13 +111,6 @@ class EMA:
             average.copy_(buffer)
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """``auto``: bf16 on CUDA, fp32 elsewhere; None means plain fp32."""
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
-    return torch.bfloat16 if precision == "bf16" else None
-
-
 def resolve_init(config: TrainConfig) -> TrainConfig:
     """Take the generator architecture from ``config.init`` when it names a checkpoint."""
     if not config.init:
@@ -154,7 +147,7 @@ class Trainer:
         self.device = pick_device(config.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise TrainingError(f"--device {config.device}: CUDA is not available")
-        self.dtype = autocast_dtype(config.precision, self.device)
+        self.dtype = autocast_dtype(config.precision, self.device, cuda_auto="bf16")
         self.channels_last = config.channels_last and self.device.type == "cuda"
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True

@@ -14,15 +14,13 @@ batches a pure function of (seed, step) (``data.py``), so neither needs saving.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
+from .checkpoints import save_safetensors
 from .errors import TrainingError
 
 STATE_FORMAT = "srgan-train-state"
@@ -85,19 +83,9 @@ def restore_rng(tensors: dict[str, torch.Tensor]) -> None:
 
 def save_state(path: Path, tensors: dict[str, torch.Tensor], info: dict) -> Path:
     """Write tensors + JSON ``info`` to one safetensors file, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     metadata = {"format": STATE_FORMAT, "format_version": str(STATE_VERSION),
                 "state": json.dumps(info, sort_keys=True)}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return save_safetensors(tensors, path, metadata)
 
 
 def load_state(path: Path) -> tuple[dict[str, torch.Tensor], dict]:

@@ -35,12 +35,18 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for a precision name (``None``: plain fp32)."""
+def autocast_dtype(
+    precision: str, device: torch.device, cuda_auto: str = "fp16"
+) -> torch.dtype | None:
+    """The autocast dtype for a precision name (``None``: plain fp32).
+
+    ``auto`` is fp32 off CUDA and ``cuda_auto`` on CUDA: fp16 for inference, bf16 for
+    training (whose gradients need bf16's range without a loss scaler).
+    """
     if precision not in PRECISIONS:
         raise SrganError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     if precision == "auto":
-        precision = "fp16" if device.type == "cuda" else "fp32"
+        precision = cuda_auto if device.type == "cuda" else "fp32"
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
