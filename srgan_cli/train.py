@@ -252,8 +252,8 @@ class Trainer:
             self.discriminator = self.place(disc).train()
             d_parallel = self.parallel(self.discriminator)
             self.d_forward = self.compiled(d_parallel)
-            # The generator step runs D without DDP: D is not updated there, and a DDP
-            # forward whose parameters get no gradient would wait for them forever.
+            # The generator step runs D without DDP: D is not updated there, and DDP
+            # expects every forward to be followed by a backward reaching D's parameters.
             self.d_judge = (self.d_forward if d_parallel is self.discriminator
                             else self.compiled(self.discriminator))
             self.opt_d = self.adam(self.discriminator)
@@ -276,9 +276,10 @@ class Trainer:
     # ------------------------------------------------------------------ state
 
     def save(self) -> None:
-        """Step checkpoint, latest generator, then the training state (the commit point)."""
-        self.saved_step = self.step
+        """Step checkpoint, latest generator, then the training state (the commit point).
+        Rank 0 writes them; the other ranks only note the step."""
         if not self.main:
+            self.saved_step = self.step
             return
         model = self.ema.model if self.ema is not None else self.generator
         info = self.training_info()
@@ -298,6 +299,7 @@ class Trainer:
         if self.discriminator is not None:
             tensors.update(module_tensors(self.discriminator, "discriminator"))
         save_state(self.run_dir / STATE_FILE, tensors, state)
+        self.saved_step = self.step
 
     def training_info(self) -> dict:
         """The ``training`` metadata of saved checkpoints."""
@@ -493,7 +495,7 @@ class Trainer:
                                                 self.workers, self.device.type == "cuda",
                                                 self.share)
                 self.run_phase(phase, stream, on_step)
-                if self.stop_requested:
+                if self.agreed_stop():
                     break
             if self.step != self.saved_step:
                 self.save()

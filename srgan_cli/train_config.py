@@ -72,7 +72,7 @@ class TrainConfig:
     precision: str = "auto"  # auto = bf16 on CUDA, fp32 on CPU
     channels_last: bool = True  # CUDA only
     compile: bool = False
-    sync_bn: bool = False  # torchrun: BatchNorm statistics over the global batch
+    sync_bn: bool = False  # torchrun: BatchNorm statistics of the global batch (1 process: no-op)
     log_every: int = 100
     val_every: int = 5000
     save_every: int = 5000
