@@ -359,7 +359,8 @@ def benchmark_command(
                    "[default: all]")
 @click.option("--steps", type=int, help="Steps of the phase run (each phase for --phase all). "
               "[default: 1000000 pretrain, 200000 gan]")
-@click.option("--batch-size", type=int, help="[default: 16]")
+@click.option("--batch-size", type=int, help="Global batch: under torchrun each process "
+              "takes an equal share. [default: 16]")
 @click.option("--patch-size", type=int, help="HR patch size in pixels. [default: 96]")
 @click.option("--lr", type=float, help="Adam learning rate. [default: 1e-4]")
 @click.option("--init", help="Generator to start from (path, registry name or hf://).")
@@ -379,6 +380,9 @@ def benchmark_command(
 @click.option("--gan-loss", type=click.Choice(["bce", "lsgan"]), help="[default: bce]")
 @click.option("--compile/--no-compile", "compile_", default=None,
               help="torch.compile the networks. [default: off]")
+@click.option("--sync-bn/--no-sync-bn", "sync_bn", default=None,
+              help="Under torchrun: BatchNorm statistics over the whole global batch, as "
+              "one process would compute them. [default: off]")
 @click.option("--device", help="auto, cpu, cuda, cuda:1, ... [default: auto]")
 @click.option("--workers", type=int, help="Data loader processes, -1 = auto. [default: -1]")
 @click.option("-q", "--quiet", is_flag=True, help="No live display.")
@@ -389,7 +393,12 @@ def train_command(run_dir: Path, config_file: Path | None, resume: bool, overwri
 
     Precedence: flags > --config file > the paper's defaults. With --resume the run folder's
     config.toml is the base instead (flags still override it).
+
+    Several GPUs or machines: torchrun --nproc-per-node N -m srgan_cli train ... runs
+    DistributedDataParallel; rank 0 writes the run folder, and a run can be resumed with
+    any number of processes.
     """
+    from .distributed import launched_rank
     from .train import CONFIG_FILE, train
     from .train_config import load_config, make_config, with_steps
 
@@ -409,6 +418,6 @@ def train_command(run_dir: Path, config_file: Path | None, resume: bool, overwri
         config = with_steps(config, steps)
     path = train(config, run_dir, resume=resume, overwrite=overwrite, quiet=quiet,
                  console=err_console)
-    if not quiet:
+    if not quiet and launched_rank() == 0:
         err_console.print(f"trained generator: {path} (srgan upscale IMAGE --model {path})",
                           highlight=False, soft_wrap=True)

@@ -6,6 +6,11 @@ both. Batch ``step`` holds samples ``step * batch_size ... + batch_size - 1``. S
 do not depend on worker processes or on how often a run was stopped and resumed: resuming
 at step ``s`` only needs ``s``.
 
+``batch_size`` is the global batch. Under torchrun, rank ``r`` of ``W`` takes the share
+``Shard(r, W)`` of every batch: samples ``first + r, first + r + W, ...``. The ranks see
+distinct samples (so distinct augmentations), together exactly the batch one process
+would see, and resuming with another number of processes continues the same sequence.
+
 The LR patch is made from the augmented HR patch by ``degradation.bicubic_downscale``, the
 same function the benchmark uses, so training and evaluation see the same degradation.
 
@@ -31,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from . import images
 from .degradation import bicubic_downscale
+from .distributed import Shard
 from .errors import TrainingError
 
 SEED_STRIDE = 1 << 40
@@ -149,33 +155,53 @@ class PatchDataset(Dataset):
         return downscale_uint8(hr, self.scale), hr
 
 
-class StreamSampler(Sampler[int]):
-    """Sample indices ``start, start + 1, ...`` forever (the DataLoader cuts them into batches)."""
+def rank_batch_size(batch_size: int, processes: int) -> int:
+    """Samples per process of a global batch: ``batch_size`` must split evenly."""
+    if batch_size % processes:
+        raise TrainingError(
+            f"batch size {batch_size} is the global batch: it must be a multiple of the "
+            f"{processes} processes (each takes an equal share)")
+    return batch_size // processes
 
-    def __init__(self, start: int) -> None:
-        self.start = start
+
+def sample_indices(batch_size: int, start_step: int, share: Shard) -> Iterator[int]:
+    """The sample indices of ``share`` of batches ``start_step``, ``start_step + 1``, ..."""
+    for step in itertools.count(start_step):
+        yield from share.select(range(step * batch_size, (step + 1) * batch_size))
+
+
+class StreamSampler(Sampler[int]):
+    """``sample_indices`` forever (the DataLoader cuts them into batches)."""
+
+    def __init__(self, batch_size: int, start_step: int, share: Shard) -> None:
+        self.batch_size, self.start_step, self.share = batch_size, start_step, share
 
     def __iter__(self) -> Iterator[int]:
-        return itertools.count(self.start)
+        return sample_indices(self.batch_size, self.start_step, self.share)
 
 
 def batches(
-    dataset: PatchDataset, batch_size: int, start_step: int, workers: int, pin_memory: bool = False
+    dataset: PatchDataset, batch_size: int, start_step: int, workers: int,
+    pin_memory: bool = False, share: Shard | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless (lr, hr) uint8 batches (N, 3, h, w), (N, 3, H, W) from step ``start_step`` on.
+    """Endless (lr, hr) uint8 batches (n, 3, h, w), (n, 3, H, W) from step ``start_step`` on:
+    ``share`` of each global batch of ``batch_size`` samples (n = batch_size / share.count).
 
     ``workers=0`` builds batches in this process; otherwise a DataLoader with that many worker
     processes does. Both give exactly the same batches.
     """
-    start = start_step * batch_size
+    share = share or Shard()
+    size = rank_batch_size(batch_size, share.count)
     if workers == 0:
-        for first in itertools.count(start, batch_size):
-            pairs = [dataset[i] for i in range(first, first + batch_size)]
+        indices = sample_indices(batch_size, start_step, share)
+        while True:
+            pairs = [dataset[i] for i in itertools.islice(indices, size)]
             yield torch.stack([lr for lr, _ in pairs]), torch.stack([hr for _, hr in pairs])
     else:
         loader = DataLoader(
-            dataset, batch_size=batch_size, sampler=StreamSampler(start), num_workers=workers,
-            pin_memory=pin_memory, persistent_workers=True, prefetch_factor=4,
+            dataset, batch_size=size, sampler=StreamSampler(batch_size, start_step, share),
+            num_workers=workers, pin_memory=pin_memory, persistent_workers=True,
+            prefetch_factor=4,
         )
         yield from loader
 

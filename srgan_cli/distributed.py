@@ -4,10 +4,15 @@ Under ``torchrun`` every process (rank) gets ``RANK``, ``WORLD_SIZE`` and ``LOCA
 in its environment. srgan then joins the process group (NCCL on CUDA, gloo on CPU), uses
 the GPU ``cuda:LOCAL_RANK``, and splits work by rank. Without torchrun, ``--shard I/N``
 gives the same split for job arrays (Slurm, Kubernetes indexed jobs), one process each.
+
+Training wraps its networks with ``parallel`` (DistributedDataParallel) and agrees on
+losses and on stopping with ``mean_over_ranks`` and ``any_rank``. Every helper here is a
+no-op (or the identity) without a process group, so single-process code calls them freely.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 from typing import TypeVar
@@ -62,6 +67,8 @@ def init(device: str = "auto") -> tuple[int, int, torch.device]:
         return 0, 1, pick_device(device)
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     use_cuda = device == "auto" and torch.cuda.is_available() or device.startswith("cuda")
+    if use_cuda and not torch.cuda.is_available():
+        raise SrganError(f"--device {device}: CUDA is not available")
     if use_cuda:
         chosen = torch.device("cuda", local_rank)
         torch.cuda.set_device(chosen)
@@ -70,6 +77,11 @@ def init(device: str = "auto") -> tuple[int, int, torch.device]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
     return dist.get_rank(), dist.get_world_size(), chosen
+
+
+def launched_rank() -> int:
+    """This process's rank as torchrun set it, 0 without torchrun (also after ``finish``)."""
+    return int(os.environ.get("RANK", 0)) if under_torchrun() else 0
 
 
 def is_main_process() -> bool:
@@ -90,3 +102,56 @@ def finish() -> None:
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def barrier() -> None:
+    """Wait for every rank (e.g. while rank 0 prepares the run folder)."""
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def collective_device() -> torch.device:
+    """Where this rank's collective tensors live: its GPU for NCCL, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def mean_over_ranks(values: torch.Tensor) -> torch.Tensor:
+    """The element-wise mean of ``values`` over the ranks (a new tensor on each rank)."""
+    if world_size() == 1:
+        return values
+    total = values.to(collective_device(), copy=True)
+    dist.all_reduce(total)
+    return total.div_(world_size()).to(values.device)
+
+
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` is true on some rank: all ranks take the same decision."""
+    if world_size() == 1:
+        return flag
+    value = torch.tensor([float(flag)], device=collective_device())
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def parallel(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``module`` wrapped in DistributedDataParallel under a process group, else itself.
+
+    Buffers are not broadcast from rank 0 at every forward: BatchNorm running statistics
+    only matter where they are saved, on rank 0, and the broadcast would modify buffers
+    between the two discriminator forwards of a GAN step.
+    """
+    if world_size() == 1:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [device.index] if device.type == "cuda" else None
+    parameters = inspect.signature(DistributedDataParallel).parameters
+    no_sync = "forward_sync_buffers" if "forward_sync_buffers" in parameters else (
+        "broadcast_buffers")  # the older name
+    return DistributedDataParallel(module, device_ids=device_ids, **{no_sync: False})

@@ -15,6 +15,17 @@ step numbers of the pretraining phase. The run folder holds (see README "Trainin
     state.safetensors         everything --resume needs (optimizers, RNG, discriminator, EMA)
     log.jsonl                 one JSON record per log interval, validation and event
     curves.png                losses and validation curves, drawn at the end
+
+Under torchrun (``torchrun --nproc-per-node N -m srgan_cli train ...``) every process
+(rank) runs this same loop on its share of each global batch (``data.py``); generator and
+discriminator are wrapped in DistributedDataParallel, which averages their gradients, so a
+step is the step one process would take on the whole batch (exactly so with ``sync_bn``,
+whose BatchNorm uses the statistics of the whole batch). Losses are averaged over the
+ranks before they are checked and logged, so every rank skips the same non-finite steps.
+Only rank 0 writes the run folder and validates (the others wait for it at the next step);
+the networks start identical on every rank (same seeds, and DDP copies rank 0's weights)
+and the data is the only randomness. The state holds the unwrapped networks, so a run can
+be resumed with any number of processes.
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from . import benchmark, data, losses, metrics
+from . import benchmark, data, distributed, losses, metrics, sync_batchnorm
 from .checkpoints import load_generator, resolve_model, save_checkpoint
 from .errors import CheckpointError, SrganError, TrainingError
 from .models import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
@@ -49,7 +60,7 @@ from .train_state import (
     rng_tensors,
     save_state,
 )
-from .upscale import Upscaler, autocast_dtype, pick_device
+from .upscale import Upscaler, autocast_dtype
 
 CONFIG_FILE = "config.toml"
 GENERATOR_FILE = "generator.safetensors"
@@ -140,11 +151,17 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
 
 
 class Trainer:
-    """The state of one run: networks, optimizers, data stream, step counter, run folder."""
+    """The state of one run: networks, optimizers, data stream, step counter, run folder.
 
-    def __init__(self, config: TrainConfig, run_dir: Path, display: Display) -> None:
+    ``rank`` and ``world`` place this process among those torchrun started (0 and 1 alone);
+    ``device`` is the one ``distributed.init`` picked for it.
+    """
+
+    def __init__(self, config: TrainConfig, run_dir: Path, display: Display,
+                 device: torch.device, rank: int = 0, world: int = 1) -> None:
         self.config, self.run_dir, self.display = config, run_dir, display
-        self.device = pick_device(config.device)
+        self.device, self.share = device, distributed.Shard(rank, world)
+        self.main = rank == 0  # the one process that writes the run folder and validates
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise TrainingError(f"--device {config.device}: CUDA is not available")
         self.dtype = autocast_dtype(config.precision, self.device, cuda_auto="bf16")
@@ -157,6 +174,7 @@ class Trainer:
                                      channels=config.channels)
         self.generator = self.place(Generator(gen_config)).train()
         self.ema = EMA(self.generator, config.ema) if config.ema > 0 else None
+        self.g_parallel = self.parallel(self.generator)
         self.discriminator: Discriminator | None = None
         self.content_loss: losses.ContentLoss | None = None
         self.opt_g: torch.optim.Optimizer | None = None
@@ -168,7 +186,7 @@ class Trainer:
         self.stop_requested = False
 
         self.data_summary = self.prepare_data()
-        self.val_sets = self.load_validation() if config.val else []
+        self.val_sets = self.load_validation() if config.val and self.main else []
         self.lpips = metrics.load_lpips(config.lpips_weights or None) if self.val_sets else None
 
     # ------------------------------------------------------------------ setup
@@ -176,6 +194,15 @@ class Trainer:
     def place(self, module: torch.nn.Module) -> torch.nn.Module:
         module = module.to(self.device)
         return module.to(memory_format=torch.channels_last) if self.channels_last else module
+
+    def parallel(self, module: torch.nn.Module) -> torch.nn.Module:
+        """DDP for several processes (BatchNorm synchronised with ``sync_bn``), else itself.
+        Only the wrapper's ``.module``, the network itself, is saved, averaged and scored."""
+        if self.share.count == 1:
+            return module
+        if self.config.sync_bn:  # in place below the root: the same module, the same state
+            module = sync_batchnorm.convert(module, self.device)
+        return distributed.parallel(module, self.device)
 
     def compiled(self, module: torch.nn.Module) -> torch.nn.Module:
         return torch.compile(module) if self.config.compile else module
@@ -210,13 +237,18 @@ class Trainer:
         """Fresh optimizers for the phase; the GAN phase builds discriminator and VGG."""
         cfg = self.config
         self.phase = phase
-        self.g_forward = self.compiled(self.generator)
+        self.g_forward = self.compiled(self.g_parallel)
         self.opt_g = self.adam(self.generator)
         if phase.name == "gan":
             torch.manual_seed(cfg.seed + 1)
             disc = Discriminator(DiscriminatorConfig(channels=cfg.disc_channels))
             self.discriminator = self.place(disc).train()
-            self.d_forward = self.compiled(self.discriminator)
+            d_parallel = self.parallel(self.discriminator)
+            self.d_forward = self.compiled(d_parallel)
+            # The generator step runs D without DDP: D is not updated there, and DDP
+            # expects every forward to be followed by a backward reaching D's parameters.
+            self.d_judge = (self.d_forward if d_parallel is self.discriminator
+                            else self.compiled(self.discriminator))
             self.opt_d = self.adam(self.discriminator)
             if self.content_loss is None:
                 self.content_loss = self.place(losses.ContentLoss(
@@ -237,7 +269,11 @@ class Trainer:
     # ------------------------------------------------------------------ state
 
     def save(self) -> None:
-        """Step checkpoint, latest generator, then the training state (the commit point)."""
+        """Step checkpoint, latest generator, then the training state (the commit point).
+        Rank 0 writes them; the other ranks only note the step."""
+        if not self.main:
+            self.saved_step = self.step
+            return
         model = self.ema.model if self.ema is not None else self.generator
         info = self.training_info()
         ckpt_dir = self.run_dir / CHECKPOINT_DIR
@@ -296,8 +332,13 @@ class Trainer:
 
     @staticmethod
     def finite_values(named: dict[str, torch.Tensor]) -> tuple[dict[str, float], bool]:
-        """Loss tensors -> Python floats (one device sync) and whether all are finite."""
-        values = torch.stack([v.detach().float() for v in named.values()]).tolist()
+        """Loss tensors -> Python floats (one device sync) and whether all are finite.
+
+        Under torchrun: the means over the ranks, i.e. the losses of the global batch, so
+        every rank takes the same decision (a rank alone skipping backward would hang DDP).
+        """
+        stacked = torch.stack([v.detach().float() for v in named.values()])
+        values = distributed.mean_over_ranks(stacked).tolist()
         floats = dict(zip(named, values, strict=True))
         return floats, all(math.isfinite(v) for v in values)
 
@@ -327,7 +368,7 @@ class Trainer:
         self.discriminator.requires_grad_(False)  # the generator step leaves D's grads alone
         with self.autocast():
             content = self.content_forward(sr, hr)
-            adversarial = losses.generator_adversarial_loss(self.d_forward(sr), cfg.gan_loss)
+            adversarial = losses.generator_adversarial_loss(self.d_judge(sr), cfg.gan_loss)
         self.discriminator.requires_grad_(True)
         g_loss = content + cfg.adv_weight * adversarial
         named = {"content": content, "adv": adversarial}
@@ -402,13 +443,15 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
 
     def log(self, record: dict) -> None:
+        if not self.main:
+            return
         with open(self.run_dir / LOG_FILE, "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def trim_log(self) -> None:
         """On resume, drop records written after the state being resumed from."""
         path = self.run_dir / LOG_FILE
-        if path.is_file():
+        if self.main and path.is_file():
             records = [json.loads(line) for line in path.read_text().splitlines() if line]
             kept = [r for r in records if r.get("step", 0) <= self.step]
             path.write_text("".join(json.dumps(r) + "\n" for r in kept))
@@ -422,7 +465,8 @@ class Trainer:
         elif cfg.init:
             self.load_init()
         summary = self.data_summary
-        self.log({"type": "start", "step": self.step, "resume": resume, **summary})
+        self.log({"type": "start", "step": self.step, "resume": resume,
+                  "processes": self.share.count, **summary})
         skipped = summary["too_small"] + summary["unreadable"]
         if skipped:
             self.display.message(
@@ -441,21 +485,29 @@ class Trainer:
                         self.restore(tensors, state)
                     resumed = None
                 stream = stream or data.batches(self.dataset, cfg.batch_size, self.step,
-                                                self.workers, self.device.type == "cuda")
+                                                self.workers, self.device.type == "cuda",
+                                                self.share)
                 self.run_phase(phase, stream, on_step)
-                if self.stop_requested:
+                if self.agreed_stop():
                     break
             if self.step != self.saved_step:
                 self.save()
             self.plot()
-        if self.stop_requested:  # said even with --quiet: the user needs to know
-            self.display.console.print(
-                f"interrupted at step {self.step}: saved {self.run_dir} (continue with "
-                f"srgan train --out {self.run_dir} --resume)", highlight=False, soft_wrap=True)
+        if self.stop_requested:
+            if self.main:  # said even with --quiet: the user needs to know
+                self.display.console.print(
+                    f"interrupted at step {self.step}: saved {self.run_dir} (continue with "
+                    f"srgan train --out {self.run_dir} --resume)", highlight=False,
+                    soft_wrap=True)
             raise KeyboardInterrupt
 
     def request_stop(self) -> None:
         self.stop_requested = True
+
+    def agreed_stop(self) -> bool:
+        """Ctrl-C reaches the ranks at different moments: all stop when one asked to."""
+        self.stop_requested = distributed.any_rank(self.stop_requested)
+        return self.stop_requested
 
     def run_phase(self, phase: Phase, stream, on_step: Callable[[int], None] | None) -> None:
         cfg = self.config
@@ -464,7 +516,7 @@ class Trainer:
         self.display.phase(phase.name, self.step, phase.end)
         sums: dict[str, float] = {}
         count, window_steps, window_start = 0, 0, time.perf_counter()
-        while self.step < phase.end and not self.stop_requested:
+        while self.step < phase.end and not self.agreed_stop():
             lr_value = learning_rate(cfg, schedule, self.step - phase.start, phase.steps)
             for optimizer in (self.opt_g, self.opt_d if phase.name == "gan" else None):
                 for group in optimizer.param_groups if optimizer else []:
@@ -517,7 +569,8 @@ class Trainer:
                 f"steps in a row ({saved}); lower --lr or check the data")
 
     def plot(self) -> None:
-        plot_run(self.run_dir)
+        if self.main:
+            plot_run(self.run_dir)
 
 
 def plot_run(run_dir: Path) -> Path | None:
@@ -558,7 +611,8 @@ def train(
     Returns the path of the trained generator (``RUN_DIR/generator.safetensors``). Raises
     ``TrainingError`` for bad options, missing data and repeated non-finite losses, and
     ``KeyboardInterrupt`` after saving when Ctrl-C stopped it. ``on_step(step)`` is called
-    after every step.
+    after every step. Under torchrun every rank calls this; ``config.batch_size`` is the
+    global batch, split evenly over the ranks.
     """
     run_dir = Path(run_dir)
     if not config.data:
@@ -566,14 +620,21 @@ def train(
     if config.phase == "gan" and not config.init and not resume:
         raise TrainingError("the GAN phase starts from a pretrained generator: pass --init "
                             "CHECKPOINT, or use --phase all")
-    check_run_dir(run_dir, resume, overwrite)
+    rank, world, device = distributed.init(config.device)  # under torchrun: join the group
+    data.rank_batch_size(config.batch_size, world)  # refuse an uneven split before writing
+    main = rank == 0
+    if main:
+        check_run_dir(run_dir, resume, overwrite)
     if not resume:
         try:
             config = resolve_init(config)
         except SrganError as e:
             raise TrainingError(f"--init: {e}") from e
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / CONFIG_FILE)
-    with Display(quiet, console) as display:
-        Trainer(config, run_dir, display).run(resume, on_step)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / CONFIG_FILE)
+    distributed.barrier()  # the other ranks read the run folder once rank 0 has prepared it
+    with Display(quiet or not main, console) as display:
+        Trainer(config, run_dir, display, device, rank, world).run(resume, on_step)
+    distributed.finish()
     return run_dir / GENERATOR_FILE

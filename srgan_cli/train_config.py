@@ -33,7 +33,7 @@ class TrainConfig:
     val: list[str] = field(default_factory=list)
     scale: int = 4
     patch_size: int = 96
-    batch_size: int = 16
+    batch_size: int = 16  # global: split evenly over the processes under torchrun
     workers: int = -1  # DataLoader processes; -1 = auto (0 for cached sets on CPU)
     cache_mb: int = 4096  # sets whose decoded size fits are kept in memory
 
@@ -72,6 +72,7 @@ class TrainConfig:
     precision: str = "auto"  # auto = bf16 on CUDA, fp32 on CPU
     channels_last: bool = True  # CUDA only
     compile: bool = False
+    sync_bn: bool = False  # torchrun: BatchNorm statistics of the global batch (1 process: no-op)
     log_every: int = 100
     val_every: int = 5000
     save_every: int = 5000
