@@ -36,19 +36,27 @@ from .models import Generator, ResidualBlock, UpsampleStage
 
 @torch.no_grad()
 def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """One convolution equal to ``bn(conv(x))`` with ``bn`` in eval mode (running statistics)."""
+    """One convolution equal to ``bn(conv(x))`` with ``bn`` in eval mode (running statistics).
+
+    The arithmetic runs in float64 on the CPU (some devices lack float64), then the result
+    is stored in the conv's dtype and device.
+    """
     if bn.running_mean is None or bn.running_var is None:
         raise ValueError("cannot fold a BatchNorm without running statistics")
-    scale = bn.running_var.double().add(bn.eps).rsqrt()
+
+    def f64(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t.detach().cpu().double()
+
+    scale = f64(bn.running_var).add(bn.eps).rsqrt()
     if bn.weight is not None:
-        scale = scale * bn.weight.double()
-    bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
-    bias = (bias - bn.running_mean.double()) * scale
+        scale = scale * f64(bn.weight)
+    bias = f64(conv.bias) if conv.bias is not None else torch.zeros_like(scale)
+    bias = (bias - f64(bn.running_mean)) * scale
     if bn.bias is not None:
-        bias = bias + bn.bias.double()
+        bias = bias + f64(bn.bias)
     folded = copy.deepcopy(conv)
-    folded.weight.copy_(conv.weight.double() * scale.view(-1, 1, 1, 1))
-    folded.bias = nn.Parameter(bias.to(conv.weight.dtype))
+    folded.weight.copy_(f64(conv.weight) * scale.view(-1, 1, 1, 1))
+    folded.bias = nn.Parameter(bias.to(conv.weight))
     return folded
 
 
