@@ -27,6 +27,7 @@ from PIL import Image
 
 from . import degradation, metrics
 from .errors import SrganError
+from .fast import prepare_for_inference
 from .images import find_images
 from .models import Generator, GeneratorConfig
 from .upscale import Upscaler, autocast_dtype, pick_device
@@ -327,25 +328,70 @@ def time_config(
                     peak_mem_mb=peak / 2**20, memory_kind=kind)
 
 
+@dataclass(frozen=True)
+class SpeedConfig:
+    """One row of ``--speed``: how to run the generator.
+
+    ``prepare`` holds ``fast.prepare_for_inference`` arguments; ``None`` runs the network as
+    trained (the baseline), ``{}`` is the full default fast path.
+    """
+
+    label: str
+    precision: str
+    tile: int
+    prepare: dict[str, bool] | None
+
+
+NO_OPTIMIZATIONS = {"fold_bn": False, "shuffled_tail": False, "channels_last": False,
+                    "inplace_act": False}
+
+
+def speed_configs(
+    device: torch.device, precisions: tuple[str, ...] = ("auto",), tiles: tuple[int, ...] = (0,),
+    ablation: bool = True,
+) -> list[SpeedConfig]:
+    """The baseline (eager fp32, untiled) first; then, with ``ablation``, each optimization
+    alone (untiled); then the default fast path for each precision x tile."""
+    configs = [SpeedConfig("baseline: eager fp32, untiled", "fp32", 0, None)]
+    if ablation:
+        reduced = "fp16" if device.type == "cuda" else "bf16"
+        configs += [
+            SpeedConfig("only channels_last, fp32", "fp32", 0,
+                        {**NO_OPTIMIZATIONS, "channels_last": True}),
+            SpeedConfig("only BN folded, fp32", "fp32", 0, {**NO_OPTIMIZATIONS, "fold_bn": True}),
+            SpeedConfig("only tail before shuffle, fp32", "fp32", 0,
+                        {**NO_OPTIMIZATIONS, "shuffled_tail": True}),
+            SpeedConfig(f"only channels_last + {reduced} autocast", reduced, 0,
+                        {**NO_OPTIMIZATIONS, "channels_last": True}),
+        ]
+    for precision in precisions:
+        dtype = autocast_dtype(precision, device)
+        resolved = "fp32" if dtype is None else str(dtype).removeprefix("torch.")
+        for tile in tiles:
+            configs.append(SpeedConfig(f"fast path: {resolved}, tile {tile or 'off'}",
+                                       precision, tile, {}))
+    return configs
+
+
 def run_speed(
     model: str | None, sizes: list[int], device: str = "auto",
     precisions: tuple[str, ...] = ("auto",), tiles: tuple[int, ...] = (0,),
-    repeats: int = 3, warmup: int = 1, on_row: Callable[[SpeedRow], None] | None = None,
+    repeats: int = 3, warmup: int = 1, ablation: bool = True,
+    on_row: Callable[[SpeedRow], None] | None = None,
 ) -> list[SpeedRow]:
-    """Time the baseline (eager fp32, no tiling) and each precision x tile asked for."""
+    """Time every ``speed_configs`` row at each size; ``x baseline`` is the first row's ms."""
     name, generator = speed_generator(model)
     dev = pick_device(device)
-    configs = [("baseline: eager fp32, untiled", "fp32", 0)]
-    for precision in precisions:
-        resolved = "fp32" if autocast_dtype(precision, dev) is None else str(
-            autocast_dtype(precision, dev)).removeprefix("torch.")
-        for tile in tiles:
-            configs.append((f"{resolved}, tile {tile or 'off'}", precision, tile))
+    generator = generator.to(dev).eval()
     rows = []
     for size in sizes:
-        for label, precision, tile in configs:
-            upscaler = Upscaler(generator, device=dev, precision=precision, tile=tile)
-            row = time_config(upscaler, size, repeats, warmup, label, name, precision)
+        for config in speed_configs(dev, precisions, tiles, ablation):
+            net = generator if config.prepare is None else prepare_for_inference(
+                generator, **config.prepare)
+            upscaler = Upscaler(net, device=dev, precision=config.precision, tile=config.tile,
+                                optimize=False)
+            row = time_config(upscaler, size, repeats, warmup, config.label, name,
+                              config.precision)
             rows.append(row)
             if on_row:
                 on_row(row)

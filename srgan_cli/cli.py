@@ -114,6 +114,10 @@ def is_earlier_output(path: Path, root: Path, output: Path | None, suffix: str) 
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
               show_default=True, help="auto = fp16 on CUDA, fp32 on CPU.")
+@click.option("--optimize/--no-optimize", default=True, show_default=True,
+              help="Run the inference-optimized copy of the network (BatchNorm folded, "
+                   "channels_last, tail conv before the last shuffle; same output up to "
+                   "float rounding).")
 @click.option("--skip-existing", is_flag=True, help="Skip inputs whose output already exists.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (never inputs).")
 @click.option("--recursive/--no-recursive", default=True, show_default=True,
@@ -129,7 +133,7 @@ def is_earlier_output(path: Path, root: Path, output: Path | None, suffix: str) 
 @friendly_errors
 def upscale_command(
     inputs: tuple[Path, ...], output: Path | None, model: str, suffix: str | None,
-    fmt: str | None, tile: int, device: str, precision: str, skip_existing: bool,
+    fmt: str | None, tile: int, device: str, precision: str, optimize: bool, skip_existing: bool,
     overwrite: bool, recursive: bool, max_pixels: int, quality: int, quiet: bool, as_json: bool,
     shard: str | None,
 ) -> None:
@@ -153,7 +157,7 @@ def upscale_command(
     main_process = rank == 0
     quiet = quiet or not main_process  # one progress display, on rank 0
 
-    upscaler = Upscaler(model, device=dev, precision=precision, tile=tile)
+    upscaler = Upscaler(model, device=dev, precision=precision, tile=tile, optimize=optimize)
     missing = [p for p in inputs if not p.exists()]
     jobs, problems = collect_jobs(inputs, output, suffix, fmt, recursive, upscaler.scale)
     jobs = my_share.select([(s, d) for s, d in jobs if s not in missing])
@@ -260,6 +264,9 @@ def parse_sizes(value: str) -> list[int]:
 @click.option("--tile", "tiles", multiple=True, type=int,
               help="Tile size (repeatable; 0 = off). Default 512 for quality, 0 for --speed.")
 @click.option("--repeats", default=3, show_default=True, help="--speed: timed runs per row.")
+@click.option("--ablation/--no-ablation", default=True, show_default=True,
+              help="--speed: also time each optimization alone (channels_last, BN folding, "
+                   "tail before shuffle, reduced-precision autocast) against the baseline.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 @friendly_errors
@@ -267,12 +274,13 @@ def benchmark_command(
     models: tuple[str, ...], datasets: tuple[Path, ...], scale: int, per_image: bool,
     as_json: bool, save_images: Path | None, compare_dir: Path | None,
     lpips_weights: str | None, speed: bool, sizes: list[int], precisions: tuple[str, ...],
-    tiles: tuple[int, ...], repeats: int, device: str, quiet: bool,
+    tiles: tuple[int, ...], repeats: int, ablation: bool, device: str, quiet: bool,
 ) -> None:
     """Score models with the standard SR protocol, or time them with --speed."""
     from rich.table import Table
 
     from . import benchmark
+    from .upscale import pick_device
 
     out_console = Console(width=None if sys.stdout.isatty() else 160)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -280,12 +288,13 @@ def benchmark_command(
     if speed:
         if len(models) > 1:
             raise click.UsageError("--speed times one --model at a time")
+        precisions, tiles = precisions or ("auto",), tiles or (0,)
+        configs = benchmark.speed_configs(pick_device(device), precisions, tiles, ablation)
         with progress:
-            task = progress.add_task("timing", total=len(sizes) * (1 + len(precisions or ["auto"])
-                                                                   * len(tiles or [0])))
+            task = progress.add_task("timing", total=len(sizes) * len(configs))
             rows = benchmark.run_speed(
-                models[0] if models else None, sizes, device=device,
-                precisions=precisions or ("auto",), tiles=tiles or (0,), repeats=repeats,
+                models[0] if models else None, sizes, device=device, precisions=precisions,
+                tiles=tiles, repeats=repeats, ablation=ablation,
                 on_row=lambda r: progress.advance(task))
         if as_json:
             click.echo(benchmark.to_json([], rows, None))
