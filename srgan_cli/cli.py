@@ -143,7 +143,7 @@ def upscale_command(
     rank 0 prints one combined summary; --shard I/N does the same split without torchrun.
     """
     from . import distributed
-    from .upscale import BatchSummary, FileResult, Upscaler, upscale_batch
+    from .upscale import BatchSummary, FileResult, Upscaler, cpu_lacks_fast, upscale_batch
 
     stop_on_sigterm()
     if skip_existing and overwrite:
@@ -158,6 +158,9 @@ def upscale_command(
     quiet = quiet or not main_process  # one progress display, on rank 0
 
     upscaler = Upscaler(model, device=dev, precision=precision, tile=tile, optimize=optimize)
+    if upscaler.device.type == "cpu" and cpu_lacks_fast(upscaler.dtype) and main_process:
+        err_console.print(f"warning: this CPU has no {precision} instructions, so --precision "
+                          f"{precision} runs much slower than fp32", highlight=False)
     missing = [p for p in inputs if not p.exists()]
     jobs, problems = collect_jobs(inputs, output, suffix, fmt, recursive, upscaler.scale)
     jobs = my_share.select([(s, d) for s, d in jobs if s not in missing])

@@ -75,13 +75,15 @@ def test_speed_mode_has_a_baseline_row(tiny_checkpoint):
                    "--json")
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)["speed"]
-    assert len(rows) == 2 * 3  # per size: baseline + 2 tiles
+    assert len(rows) == 2 * (1 + 4 + 2)  # per size: baseline, 4 single levers, 2 tiles
     assert rows[0]["label"].startswith("baseline")
+    assert [r["label"] for r in rows[5:7]] == ["fast path: fp32, tile off",
+                                               "fast path: fp32, tile 8"]
     for row in rows:
         assert row["ms"] > 0 and row["mpix_per_s"] > 0 and row["peak_mem_mb"] > 0
         assert row["memory_kind"] == "process RSS"
     table = bench("--speed", "--model", tiny_checkpoint, "--size", "16", "--device", "cpu",
-                  "--repeats", "1")
+                  "--repeats", "1", "--no-ablation")
     assert table.exit_code == 0 and "x baseline" in table.output
 
 

@@ -109,3 +109,15 @@ def test_format_option(tmp_path, tiny_checkpoint, fmt, ext):
                      tiny_checkpoint, "-q")
     assert result.exit_code == 0, result.output
     assert Image.open(tmp_path / "out" / f"a{ext}").size == (40, 32)
+
+
+def test_slow_reduced_precision_on_cpu_is_warned(tmp_path, tiny_checkpoint, monkeypatch):
+    import srgan_cli.upscale as upscale_module
+
+    monkeypatch.setattr(upscale_module, "cpu_lacks_fast", lambda dtype: dtype is not None)
+    src = make_png(tmp_path / "a.png")
+    result = upscale(src, "--model", tiny_checkpoint, "--device", "cpu", "--precision", "bf16")
+    assert result.exit_code == 0, result.output
+    assert "warning: this CPU has no bf16 instructions" in result.output
+    result = upscale(src, "--model", tiny_checkpoint, "--device", "cpu", "--overwrite")
+    assert "warning" not in result.output
