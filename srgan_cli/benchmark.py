@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -60,16 +59,9 @@ def paper_key(model: str) -> str | None:
 # --------------------------------------------------------------------------- conversions
 
 
-def pil_to_tensor(img: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> (3, H, W) float32 in [0, 1]."""
-    array = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255
-
-
-def tensor_to_pil(x: torch.Tensor) -> Image.Image:
-    """(3, H, W) float in [0, 1] -> RGB PIL image (rounded to uint8)."""
-    array = x.detach().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0)
-    return Image.fromarray(array.cpu().numpy())
+def pil_to_float(img: Image.Image) -> torch.Tensor:
+    """PIL image -> (3, H, W) float32 RGB in [0, 1], the networks' input convention."""
+    return degradation.pil_to_tensor(img).float() / 255
 
 
 # --------------------------------------------------------------------------- methods
@@ -83,12 +75,12 @@ def make_method(name: str, scale: int, device: str, precision: str, tile: int | 
     """A pseudo-model (Pillow resize) or a network loaded by name."""
     if name in PSEUDO_MODELS:
         resample = PSEUDO_MODELS[name]
-        return lambda lr: pil_to_tensor(lr.resize((lr.width * scale, lr.height * scale),
+        return lambda lr: pil_to_float(lr.resize((lr.width * scale, lr.height * scale),
                                                   resample))
     upscaler = Upscaler(name, device=device, precision=precision, tile=tile)
     if upscaler.scale != scale:
         raise SrganError(f"model {name!r} upscales x{upscaler.scale}, but --scale is {scale}")
-    return lambda lr: upscaler.upscale_tensor(pil_to_tensor(lr))
+    return lambda lr: upscaler.upscale_tensor(pil_to_float(lr))
 
 
 # --------------------------------------------------------------------------- quality
@@ -135,7 +127,7 @@ def score_dataset(
     for name, hr_img in hr_images:
         hr_img = degradation.crop_to_multiple(hr_img, scale)
         lr_img = degradation.bicubic_downscale(hr_img, scale)
-        hr, lr = pil_to_tensor(hr_img), pil_to_tensor(lr_img)
+        hr, lr = pil_to_float(hr_img), pil_to_float(lr_img)
         sr = method(lr_img).cpu()
         if sr.shape != hr.shape:
             raise SrganError(f"{model} made {tuple(sr.shape)} from {name}, expected {hr.shape}")
@@ -152,7 +144,7 @@ def score_dataset(
         if save_dir is not None:
             out = save_dir / dataset / Path(model).stem
             out.mkdir(parents=True, exist_ok=True)
-            tensor_to_pil(sr).save(out / f"{name}.png")
+            degradation.tensor_to_pil(sr).save(out / f"{name}.png")
         yield score, sr
 
 
@@ -231,7 +223,7 @@ def run_quality(
             for name, hr_img in hr_images:
                 hr_img = degradation.crop_to_multiple(hr_img, scale)
                 lr_img = degradation.bicubic_downscale(hr_img, scale)
-                srs = {m: tensor_to_pil(sr) for m, sr in outputs[name].items()}
+                srs = {m: degradation.tensor_to_pil(sr) for m, sr in outputs[name].items()}
                 compare_crops(name, hr_img, lr_img, srs, scale, compare_dir / folder.name)
     return scores, lpips is not None
 

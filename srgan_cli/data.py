@@ -29,13 +29,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from . import images
-from .degradation import bicubic_downscale
+from .degradation import downscale_tensor, pil_to_tensor
 from .distributed import Shard
 from .errors import TrainingError
 
@@ -46,8 +45,7 @@ SEED_STRIDE = 1 << 40
 def load_rgb_uint8(path: Path) -> torch.Tensor:
     """Decode an image file (any mode: grayscale, palette, alpha) -> (3, H, W) uint8 RGB."""
     with Image.open(path) as img:
-        array = np.asarray(img.convert("RGB"))
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+        return pil_to_tensor(img)
 
 
 def image_size(path: Path) -> tuple[int, int] | None:
@@ -105,13 +103,6 @@ def augment(patch: torch.Tensor, flip: bool, rotations: int) -> torch.Tensor:
     return patch.rot90(rotations, dims=(-2, -1)) if rotations else patch
 
 
-def downscale_uint8(hr: torch.Tensor, scale: int) -> torch.Tensor:
-    """(3, H, W) uint8 -> (3, H/scale, W/scale) uint8 with the shared bicubic degradation."""
-    pil = Image.fromarray(hr.permute(1, 2, 0).contiguous().numpy())
-    lr = np.asarray(bicubic_downscale(pil, scale))
-    return torch.from_numpy(lr.copy()).permute(2, 0, 1).contiguous()
-
-
 def to_unit_range(batch: torch.Tensor) -> torch.Tensor:
     """uint8 (N, 3, H, W) -> float32 in [0, 1], on the batch's device."""
     return batch.float().div_(255)
@@ -152,7 +143,7 @@ class PatchDataset(Dataset):
         image = self.cache[i] if self.cache is not None else load_rgb_uint8(self.paths[i])
         p = self.patch_size
         hr = augment(image[:, top:top + p, left:left + p], flip, rotations).contiguous()
-        return downscale_uint8(hr, self.scale), hr
+        return downscale_tensor(hr, self.scale), hr
 
 
 def rank_batch_size(batch_size: int, processes: int) -> int:

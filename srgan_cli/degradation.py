@@ -7,7 +7,27 @@ bicubic filter widens its support when downscaling (antialiasing), like MATLAB `
 
 from __future__ import annotations
 
+import numpy as np
+import torch
 from PIL import Image
+
+
+def pil_to_tensor(img: Image.Image) -> torch.Tensor:
+    """PIL image (any mode) -> (3, H, W) uint8 RGB tensor."""
+    array = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def tensor_to_pil(x: torch.Tensor) -> Image.Image:
+    """(3, H, W) uint8, or float in [0, 1] (rounded to 8 bits) -> RGB PIL image."""
+    if x.dtype != torch.uint8:
+        x = x.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
+    return Image.fromarray(x.permute(1, 2, 0).contiguous().cpu().numpy())
+
+
+def downscale_tensor(hr: torch.Tensor, scale: int) -> torch.Tensor:
+    """``bicubic_downscale`` on a tensor: (3, H, W) uint8 -> (3, H//scale, W//scale) uint8."""
+    return pil_to_tensor(bicubic_downscale(tensor_to_pil(hr), scale))
 
 
 def crop_to_multiple(img: Image.Image, scale: int) -> Image.Image:

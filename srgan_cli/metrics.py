@@ -13,14 +13,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from safetensors import safe_open
 from torch import Tensor, nn
 
-from srgan_cli.degradation import bicubic_downscale
+from srgan_cli.degradation import downscale_tensor
 from srgan_cli.vgg import VGGFeatures, find_local_vgg
 
 # MATLAB rgb2ycbcr luma row, for R, G, B in [0, 1] giving Y on the [0, 255] scale (+ 16).
@@ -130,12 +128,8 @@ def lr_consistency(sr: Tensor, lr_input: Tensor, scale: int) -> Tensor:
     Returns (N,) float64 dB; low values flag colour / brightness shifts or misalignment.
     """
     sr, lr_input = _batched(sr), _batched(lr_input)
-    downs = []
-    for image in quantize(sr).to(torch.uint8).cpu():
-        pil = Image.fromarray(image.permute(1, 2, 0).numpy())
-        down = np.asarray(bicubic_downscale(pil, scale))
-        downs.append(torch.from_numpy(down.copy()).permute(2, 0, 1).float() / 255)
-    down = torch.stack(downs).to(lr_input.device)
+    downs = [downscale_tensor(image, scale) for image in quantize(sr).to(torch.uint8).cpu()]
+    down = torch.stack(downs).float().div(255).to(lr_input.device)
     if down.shape != lr_input.shape:
         raise ValueError(
             f"SR {tuple(sr.shape)} downscaled x{scale} gives {tuple(down.shape)}, "

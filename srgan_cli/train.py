@@ -394,7 +394,7 @@ class Trainer:
         upscaler = Upscaler(model, device=self.device, precision=precision)  # sets eval mode
 
         def method(lr_image):
-            return upscaler.upscale_tensor(benchmark.pil_to_tensor(lr_image))
+            return upscaler.upscale_tensor(benchmark.pil_to_float(lr_image))
 
         scores = [score for name, hr_images in self.val_sets for score, _ in
                   benchmark.score_dataset("val", method, name, hr_images, self.config.scale,

@@ -7,8 +7,9 @@ from click.testing import CliRunner
 from conftest import make_generator
 from PIL import Image
 
-from srgan_cli.benchmark import paper_key, pil_to_tensor, summarize, tensor_to_pil
+from srgan_cli.benchmark import paper_key, pil_to_float, summarize
 from srgan_cli.cli import main
+from srgan_cli.degradation import tensor_to_pil
 from srgan_cli.models import GeneratorConfig
 
 
@@ -89,7 +90,7 @@ def test_speed_mode_has_a_baseline_row(tiny_checkpoint):
 
 def test_helpers():
     img = Image.new("RGB", (3, 2), (255, 0, 128))
-    assert tensor_to_pil(pil_to_tensor(img)).tobytes() == img.tobytes()
+    assert tensor_to_pil(pil_to_float(img)).tobytes() == img.tobytes()
     assert paper_key("srgan-x4") == "srgan" and paper_key("weights/srresnet-x4.safetensors") == (
         "srresnet") and paper_key("mine.safetensors") is None
     assert summarize([]) == []
