@@ -121,3 +121,12 @@ def test_slow_reduced_precision_on_cpu_is_warned(tmp_path, tiny_checkpoint, monk
     assert "warning: this CPU has no bf16 instructions" in result.output
     result = upscale(src, "--model", tiny_checkpoint, "--device", "cpu", "--overwrite")
     assert "warning" not in result.output
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    command = (root / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert command.startswith("python3 -m pip install uv && ")
+    assert command in (root / "README.md").read_text()
