@@ -42,6 +42,12 @@ def friendly_errors(command):
     return wrapper
 
 
+def progress_bar(disable: bool) -> Progress:
+    """The progress display of long commands: on stderr, gone once the work is done."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), console=err_console, disable=disable, transient=True)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="srgan")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
@@ -178,9 +184,7 @@ def upscale_command(
         report(result, quiet, as_json)
 
     show_progress = not (quiet or as_json)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=err_console, disable=not show_progress,
-                  transient=True) as progress:
+    with progress_bar(disable=not show_progress) as progress:
         files_task = progress.add_task("images", total=len(jobs))
         tiles_task = progress.add_task("tiles", total=1, visible=False)
 
@@ -286,8 +290,7 @@ def benchmark_command(
     from .upscale import pick_device
 
     out_console = Console(width=None if sys.stdout.isatty() else 160)
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        console=err_console, disable=quiet or as_json, transient=True)
+    progress = progress_bar(disable=quiet or as_json)
     if speed:
         if len(models) > 1:
             raise click.UsageError("--speed times one --model at a time")

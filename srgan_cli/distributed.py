@@ -84,10 +84,6 @@ def launched_rank() -> int:
     return int(os.environ.get("RANK", 0)) if under_torchrun() else 0
 
 
-def is_main_process() -> bool:
-    return not dist.is_initialized() or dist.get_rank() == 0
-
-
 def gather(obj: T) -> list[T]:
     """Every rank's ``obj``, in rank order (just ``[obj]`` without a process group)."""
     if not dist.is_initialized():
