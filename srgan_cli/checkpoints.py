@@ -54,13 +54,13 @@ REGISTRY: dict[str, RegisteredModel] = {
     "srresnet-x4": RegisteredModel(
         name="srresnet-x4",
         filename="srresnet-x4.safetensors",
-        sha256=None,  # set when the trained weights land (issue "Train and ship the weights")
-        description="SRResNet x4 trained with MSE: highest PSNR, smoother textures",
+        sha256="0d5ad39edb44c2dcf3809ccfb5ab52f48051bc4324ed5bd5c01cebf12c386797",
+        description="SRResNet x4 trained with a pixel loss: highest PSNR, smoother textures",
     ),
     "srgan-x4": RegisteredModel(
         name="srgan-x4",
         filename="srgan-x4.safetensors",
-        sha256=None,
+        sha256="c241ecf2ac3cb1d8b8cf85587d26dba4fe2dd7d71bb04b02c48004676c9b2324",
         description="SRGAN x4 (VGG54 + adversarial): photo-realistic textures",
     ),
 }
@@ -279,8 +279,9 @@ def resolve_model(
         if not path.is_file():
             if entry.hub is None:
                 raise CheckpointError(
-                    f"model {spec!r} is not available: {path} is missing (the shipped weights "
-                    "have not been trained yet); pass --model PATH_OR_hf://... to use another"
+                    f"model {spec!r} is not available: {path} is missing (a source checkout "
+                    "or installed wheel ships it in weights/; reinstall srgan-cli), or pass "
+                    "--model PATH_OR_hf://... to use another"
                 )
             path = download_from_hub(entry.hub)
         expected = entry.sha256 or sha256
