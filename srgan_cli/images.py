@@ -34,7 +34,7 @@ import os
 import struct
 import tempfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -522,7 +522,7 @@ def find_images(folder: str | Path, recursive: bool = True) -> list[Path]:
 
 @dataclass
 class OutputPlan:
-    """Result of plan_outputs: (input, output) pairs to process and `path: reason` errors."""
+    """Result of planning: (input, output) pairs to process and `path: reason` errors."""
 
     jobs: list[tuple[Path, Path]]
     errors: list[str]
@@ -536,7 +536,21 @@ def plan_outputs(
     suffix: str = "",
     ext: str | None = None,
 ) -> OutputPlan:
-    """Decide where each input's result goes.
+    """Decide where each input's result goes: ``output_targets`` then ``check_jobs``."""
+    plan = output_targets(inputs, input_root, out_dir, out_file, suffix, ext)
+    checked = check_jobs(plan.jobs)
+    return OutputPlan(checked.jobs, plan.errors + checked.errors)
+
+
+def output_targets(
+    inputs: list[Path],
+    input_root: Path | None = None,
+    out_dir: Path | None = None,
+    out_file: Path | None = None,
+    suffix: str = "",
+    ext: str | None = None,
+) -> OutputPlan:
+    """Each input's output path, without looking at the other inputs (see ``check_jobs``).
 
     inputs: image paths (e.g. from find_images(input_root)).
     input_root: the folder the inputs were found in; its subfolders are recreated in out_dir.
@@ -545,9 +559,7 @@ def plan_outputs(
     "png") defaults to the input's own extension, or .png when that format cannot be written.
 
     Raises ImageError for a bad ext, suffix or out_file. Refused, each as one `input: reason`
-    error: an output that is an input file (e.g. same folder and no suffix), two inputs with
-    the same output (the first keeps it; names that differ only in letter case count as the
-    same), and outputs outside out_dir.
+    error: outputs outside out_dir, and names longer than the file system allows.
     """
     if out_file is not None and len(inputs) != 1:
         raise ImageError(f"an output file name needs exactly one input, got {len(inputs)}")
@@ -556,18 +568,48 @@ def plan_outputs(
     if ext is not None:
         ext = ext if ext.startswith(".") else f".{ext}"
         format_for(f"x{ext}")
-    if any(sep in suffix + (ext or "") for sep in ("/", "\\", os.sep)):
-        raise ImageError("the suffix and extension must not contain path separators")
-    input_files = {_file_id(p) for p in inputs} - {None}
-    input_keys = {_path_key(p) for p in inputs}
-    taken: dict[str, Path] = {}
+    check_suffix(suffix + (ext or ""))
     plan = OutputPlan(jobs=[], errors=[])
     for source in inputs:
         try:
             target = out_file or _output_path(source, input_root, out_dir, suffix, ext)
+            _check_name_length(target)
         except ImageError as error:
             plan.errors.append(f"{source}: {error}")
             continue
+        plan.jobs.append((source, target))
+    return plan
+
+
+def check_suffix(suffix: str) -> None:
+    """Refuse a file-name suffix that would lead out of the output's folder."""
+    if any(sep in suffix for sep in ("/", "\\", os.sep)):
+        raise ImageError("the suffix and extension must not contain path separators")
+
+
+def check_jobs(
+    jobs: list[tuple[Path, Path]], other_inputs: Iterable[Path] = ()
+) -> OutputPlan:
+    """The one clash check over a whole job list (every argument of a command together).
+
+    The same input listed twice (by path, link or inode) is done once. Refused, each as one
+    `input: reason` error: an output that is any input file of the list or of
+    ``other_inputs`` (compared by resolved path, any letter case, and by device and inode),
+    and two inputs with the same output (the first keeps it).
+    """
+    unique: list[tuple[Path, Path]] = []
+    seen: set = set()
+    for source, target in jobs:
+        key = _file_id(source) or _path_key(source)
+        if key not in seen:
+            seen.add(key)
+            unique.append((source, target))
+    sources = [source for source, _ in unique] + list(other_inputs)
+    input_files = {_file_id(p) for p in sources} - {None}
+    input_keys = {_path_key(p) for p in sources}
+    taken: dict[str, Path] = {}
+    plan = OutputPlan(jobs=[], errors=[])
+    for source, target in unique:
         key = _path_key(target)
         if key in input_keys or _file_id(target) in input_files:
             plan.errors.append(
@@ -580,6 +622,54 @@ def plan_outputs(
             taken[key] = source
             plan.jobs.append((source, target))
     return plan
+
+
+def earlier_results(
+    found: list[Path], root: Path, out_dir: Path | None, suffixes: Iterable[str]
+) -> dict[Path, str]:
+    """Files found in input folder ``root`` that are results of an earlier run, with why.
+
+    One rule, whatever the output mode: a file inside the output folder (when that folder is
+    below ``root``), or a file named like the result of another file beside it
+    (``a_x4.png`` next to ``a.jpg``, for each of ``suffixes``). A user's own ``b_x4.png``
+    with no ``b.*`` beside it is an input like any other.
+    """
+    out_resolved = None if out_dir is None else out_dir.resolve()
+    if out_resolved == root.resolve():
+        out_resolved = None
+    stems = {(p.parent, p.stem) for p in found}
+    skipped: dict[Path, str] = {}
+    for path in found:
+        if out_resolved is not None and out_resolved in path.resolve().parents:
+            skipped[path] = "earlier result: inside the output folder"
+            continue
+        for suffix in filter(None, suffixes):
+            original = path.stem.removesuffix(suffix)
+            if original != path.stem and (path.parent, original) in stems:
+                skipped[path] = f"earlier result of {original}.* beside it"
+                break
+    return skipped
+
+
+def check_writable_folder(folder: Path) -> None:
+    """Raise ImageError now if files cannot be created in ``folder`` (or the folders that
+    would be made for it), instead of after each image has been upscaled."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise ImageError(f"cannot write to {folder}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ImageError(f"cannot write to {folder}: permission denied")
+
+
+def check_safe_to_write(src: Path, dst: Path, overwrite: bool) -> None:
+    """The API's write guard: never the input itself, an existing ``dst`` only if asked."""
+    dst_id = _file_id(dst)
+    if _path_key(src) == _path_key(dst) or (dst_id is not None and dst_id == _file_id(src)):
+        raise ImageError(f"output {dst} would overwrite the input file")
+    if not overwrite and (dst.exists() or dst.is_symlink()):
+        raise ImageError(f"{dst} exists (pass overwrite=True to replace it)")
 
 
 def _output_path(
@@ -605,9 +695,31 @@ def _output_path(
     return target
 
 
+def _check_name_length(target: Path) -> None:
+    """Refuse an output name longer than its file system allows (usually 255 bytes)."""
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = 255
+    length = len(os.fsencode(target.name)) + len("..") + 8 + len(".part")  # write_image's temp
+    if length > limit:
+        raise ImageError(
+            f"output name {target.name[:40]}... is too long for the file system "
+            f"({len(os.fsencode(target.name))} bytes; the limit is {limit} including "
+            "a temporary suffix)"
+        )
+
+
 def _path_key(path: Path) -> str:
     """A path compared as the file system might: absolute, links resolved, any letter case."""
-    return os.path.normcase(path.resolve()).casefold()
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        resolved = Path(os.path.abspath(path))
+    return os.path.normcase(resolved).casefold()
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:
