@@ -11,7 +11,7 @@ Images are float tensors (N, 3, H, W), RGB, values in [0, 1] throughout (see ``m
 __version__ = "0.1.0"
 
 from .checkpoints import load_model, save_checkpoint  # noqa: E402
-from .errors import CheckpointError, ImageError, SrganError  # noqa: E402
+from .errors import CheckpointError, ImageError, InputError, SrganError  # noqa: E402
 from .models import Discriminator, Generator, GeneratorConfig  # noqa: E402
 from .upscale import Upscaler  # noqa: E402
 
@@ -21,6 +21,7 @@ __all__ = [
     "Generator",
     "GeneratorConfig",
     "ImageError",
+    "InputError",
     "SrganError",
     "Upscaler",
     "__version__",

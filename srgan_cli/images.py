@@ -653,14 +653,20 @@ def earlier_results(
 
 def check_writable_folder(folder: Path) -> None:
     """Raise ImageError now if files cannot be created in ``folder`` (or the folders that
-    would be made for it), instead of after each image has been upscaled."""
+    would be made for it), instead of after each image has been upscaled.
+
+    Tries it: a temporary file in the nearest folder that exists, removed at once.
+    """
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
-    if existing.exists() and not existing.is_dir():
+    if not existing.is_dir():
         raise ImageError(f"cannot write to {folder}: {existing} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ImageError(f"cannot write to {folder}: permission denied")
+    try:
+        with tempfile.TemporaryFile(dir=existing, prefix=".srgan-write-test."):
+            pass
+    except OSError as error:
+        raise ImageError(f"cannot write to {folder}: {error.strerror or error}") from None
 
 
 def check_safe_to_write(src: Path, dst: Path, overwrite: bool) -> None:
