@@ -43,7 +43,7 @@ from typing import BinaryIO
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from srgan_cli.errors import ImageError
 
@@ -68,6 +68,8 @@ _WRITERS: dict[str, dict] = {
 }
 _DEFAULT_EXTENSION = ".png"  # for inputs whose own format cannot be written (e.g. GIF)
 
+_ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}  # not LAB: its "A" is a colour axis
+_PNG_COLOUR_CHUNKS = (b"gAMA", b"cHRM", b"sRGB")  # how to interpret the stored values
 _ORIENTATION_TAG = 0x0112
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, the weights Pillow uses for RGB -> L
 
@@ -84,6 +86,7 @@ class Picture:
     icc_profile: ICC colour profile bytes (only an RGB or GRAY profile), or None.
     exif: raw EXIF bytes with the orientation already applied (tag set to 1), or None.
     dpi: (x, y) dots per inch, or None.
+    png_colour: the raw gAMA, cHRM and sRGB chunks of a PNG source, written back to PNG.
     warnings: things the user should know about this image (first frame only, ...).
     """
 
@@ -95,6 +98,7 @@ class Picture:
     icc_profile: bytes | None = None
     exif: bytes | None = None
     dpi: tuple[float, float] | None = None
+    png_colour: tuple[tuple[bytes, bytes], ...] = ()
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -198,6 +202,7 @@ def _decode(image: Image.Image, file: BinaryIO) -> Picture:
         notes.append(f"colour profile for {icc[16:20].decode('latin-1').strip()} dropped")
         icc = None
     dpi = image.info.get("dpi")
+    png_colour = _png_colour_chunks(file) if image.format == "PNG" else ()
     return Picture(
         rgb=channels[:3].contiguous(),
         alpha=channels[3:].contiguous() if channels.shape[0] == 4 else None,
@@ -207,6 +212,7 @@ def _decode(image: Image.Image, file: BinaryIO) -> Picture:
         icc_profile=icc,
         exif=raw_exif or None,
         dpi=(float(dpi[0]), float(dpi[1])) if dpi else None,
+        png_colour=png_colour,
         warnings=notes,
     )
 
@@ -214,11 +220,19 @@ def _decode(image: Image.Image, file: BinaryIO) -> Picture:
 def _pillow_channels(image: Image.Image, notes: list[str]) -> tuple[torch.Tensor, bool, int]:
     """(C, H, W) float32 [0, 1] with C = 1 (grey), 2 (grey+alpha), 3 (RGB) or 4 (RGBA)."""
     mode = image.mode
+    key = image.info.get("transparency")  # a grey level that means "transparent" (tRNS)
     if mode.startswith("I"):  # I;16, I;16B, ... and 32-bit I (clipped to 16 bits)
-        grey = np.array(image).astype(np.float32).clip(0, 65535) / 65535
-        return torch.from_numpy(grey)[None], True, 16
+        raw = np.array(image)
+        grey = torch.from_numpy(raw.astype(np.float32).clip(0, 65535) / 65535)[None]
+        if isinstance(key, int):
+            grey = torch.cat([grey, torch.from_numpy(raw != key).float()[None]])
+        return grey, True, 16
     if mode == "F":
         raise ImageError("unsupported pixel format: 32-bit floating point")
+    if mode == "L" and isinstance(key, int):  # Pillow's convert("LA") would ignore the key
+        raw = np.array(image, dtype=np.uint8)
+        grey = torch.from_numpy(raw).float()[None] / 255
+        return torch.cat([grey, torch.from_numpy(raw != key).float()[None]]), True, 8
     if mode in ("1", "L", "LA", "La"):
         image, grayscale = image.convert("LA" if "A" in mode or "a" in mode else "L"), True
     else:
@@ -227,7 +241,7 @@ def _pillow_channels(image: Image.Image, notes: list[str]) -> tuple[torch.Tensor
         bits = image.tag_v2.get(258, (8,)) if image.format == "TIFF" else (8,)
         if max(bits) > 8:
             notes.append("16-bit colour TIFF read as 8 bits per channel (Pillow limitation)")
-        has_alpha = "A" in mode or "a" in mode or "transparency" in image.info
+        has_alpha = mode in _ALPHA_MODES or "transparency" in image.info
         try:
             image, grayscale = image.convert("RGBA" if has_alpha else "RGB"), False
         except ValueError:
@@ -340,8 +354,10 @@ def write_image(
         "exif": picture.exif if caps["exif"] else None,
         "dpi": picture.dpi if caps["dpi"] else None,
     }
+    colour_chunks = picture.png_colour if fmt == "PNG" else ()
     if sixteen and fmt == "PNG":
-        data = _encode_png16(_to_uint(channels, 65535, np.uint16), **metadata)
+        data = _encode_png16(_to_uint(channels, 65535, np.uint16), **metadata,
+                             colour_chunks=colour_chunks)
 
         def save(file: BinaryIO) -> None:
             file.write(data)
@@ -354,6 +370,8 @@ def write_image(
             options.update(quality=quality, lossless=quality >= 100)
         elif fmt == "TIFF":
             options.update(compression="tiff_lzw")
+        if colour_chunks:
+            options.update(pnginfo=_png_info(colour_chunks))
 
         def save(file: BinaryIO) -> None:
             image.save(file, fmt, **options)
@@ -413,9 +431,8 @@ def _png16_colour(file: BinaryIO, notes: list[str]) -> torch.Tensor | None:
     predicted from the bytes one pixel to the left and one row up, so the bytes of one channel
     alone form a valid filtered 16-bit grey image, which Pillow decodes exactly (as I;16).
     """
-    chunks = _png_chunks(file)
-    _, header = next(chunks)
-    width, height, depth, colour_type, _, _, interlaced = struct.unpack(">IIBBBBB", header)
+    chunks = list(_png_chunks(file))
+    width, height, depth, colour_type, _, _, interlaced = struct.unpack(">IIBBBBB", chunks[0][1])
     if depth != 16 or colour_type == 0:  # Pillow reads 16-bit grey by itself
         return None
     if interlaced:
@@ -437,11 +454,30 @@ def _png16_colour(file: BinaryIO, notes: list[str]) -> torch.Tensor | None:
         grey = _PNG_SIGNATURE + grey_header + idat + _png_chunk(b"IEND", b"")
         with Image.open(io.BytesIO(grey)) as plane:
             planes.append(np.array(plane, dtype=np.uint16))
+    key = next((body for kind, body in chunks if kind == b"tRNS"), None)
+    if colour_type == 2 and key is not None and len(key) == 6:  # one RGB colour is transparent
+        red, green, blue = struct.unpack(">HHH", key)
+        hidden = (planes[0] == red) & (planes[1] == green) & (planes[2] == blue)
+        planes.append(np.where(hidden, 0, 65535).astype(np.uint16))
     return torch.from_numpy(np.stack(planes).astype(np.float32) / 65535)
 
 
+def _png_colour_chunks(file: BinaryIO) -> tuple[tuple[bytes, bytes], ...]:
+    """The gAMA, cHRM and sRGB chunks of a PNG (type, body), to write back unchanged."""
+    return tuple((kind, body) for kind, body in _png_chunks(file) if kind in _PNG_COLOUR_CHUNKS)
+
+
+def _png_info(chunks: tuple[tuple[bytes, bytes], ...]) -> PngImagePlugin.PngInfo:
+    """Raw chunks for Pillow's PNG writer (it places gAMA, cHRM and sRGB before the pixels)."""
+    info = PngImagePlugin.PngInfo()
+    for kind, body in chunks:
+        info.add(kind, body)
+    return info
+
+
 def _encode_png16(
-    pixels: np.ndarray, icc_profile: bytes | None, exif: bytes | None, dpi: tuple | None
+    pixels: np.ndarray, icc_profile: bytes | None, exif: bytes | None, dpi: tuple | None,
+    colour_chunks: tuple[tuple[bytes, bytes], ...] = (),
 ) -> bytes:
     """A 16-bit PNG file from (H, W, C) uint16, C = 1..4 (Pillow cannot write 16-bit colour).
 
@@ -463,6 +499,7 @@ def _encode_png16(
         _PNG_SIGNATURE,
         _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)),
     ]
+    out += [_png_chunk(kind, body) for kind, body in colour_chunks]
     if icc_profile:
         out.append(_png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc_profile)))
     if dpi:

@@ -2,18 +2,20 @@
 one clear line (exit 1) for every expected failure, exit 2 for usage errors."""
 
 import json
+import struct
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 from conftest import make_generator
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
-from srgan_cli import InputError, Upscaler
+from srgan_cli import InputError, Upscaler, images
 from srgan_cli.checkpoints import save_checkpoint
 from srgan_cli.cli import main
 from srgan_cli.errors import ImageError
+from srgan_cli.images import read_image
 
 
 def invoke(*args):
@@ -218,3 +220,54 @@ def test_unwritable_output_folder_fails_before_any_work(tmp_path, tiny_checkpoin
     result = upscale(png(tmp_path / "a.png"), "-o", blocker / "out", "--model", tiny_checkpoint)
     one_line_error(result)
     assert "cannot write to" in result.output and "is not a folder" in result.output
+
+
+def test_grey_png_with_a_transparent_level_keeps_its_transparency(tmp_path, tiny_checkpoint):
+    src = tmp_path / "grey.png"
+    Image.fromarray(np.array([[0, 255], [128, 0]], np.uint8), "L").save(src, transparency=0)
+    picture = read_image(src)
+    assert picture.grayscale and picture.alpha is not None
+    assert picture.alpha[0].tolist() == [[0, 1], [1, 0]]
+    assert upscale(src, "--model", tiny_checkpoint, "-q").exit_code == 0
+    assert Image.open(tmp_path / "grey_x4.png").mode == "LA"
+
+
+def test_16bit_rgb_png_with_a_transparent_colour_keeps_its_transparency(tmp_path):
+    pixels = np.array([[[1000, 2000, 3000], [7, 8, 9]]], np.uint16)  # (1, 2, 3)
+    data = images._encode_png16(pixels, None, None, None)
+    head = len(images._PNG_SIGNATURE) + 25  # signature + IHDR chunk
+    trns = images._png_chunk(b"tRNS", struct.pack(">HHH", 1000, 2000, 3000))
+    src = tmp_path / "rgb16.png"
+    src.write_bytes(data[:head] + trns + data[head:])
+    picture = read_image(src)
+    assert picture.bit_depth == 16 and picture.alpha is not None
+    assert picture.alpha[0].tolist() == [[0.0, 1.0]]
+    assert picture.rgb[:, 0, 1].mul(65535).round().tolist() == [7, 8, 9]
+
+
+def test_lab_tiff_is_written_as_rgb_not_rgba(tmp_path, tiny_checkpoint):
+    src = tmp_path / "lab.tif"
+    Image.new("LAB", (4, 4), (50, 10, 20)).save(src)
+    assert read_image(src).alpha is None
+    assert upscale(src, "--model", tiny_checkpoint, "-q").exit_code == 0
+    assert Image.open(tmp_path / "lab_x4.tif").mode == "RGB"
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_png_gamma_and_srgb_chunks_are_kept(tmp_path, tiny_checkpoint, bits):
+    info = PngImagePlugin.PngInfo()
+    info.add(b"gAMA", struct.pack(">I", 45455))
+    info.add(b"sRGB", b"\x00")
+    src = tmp_path / "g.png"
+    if bits == 8:
+        Image.new("RGB", (4, 4), (10, 200, 30)).save(src, pnginfo=info)
+    else:
+        data = images._encode_png16(np.full((4, 4, 3), 999, np.uint16), None, None, None)
+        head = len(images._PNG_SIGNATURE) + 25
+        chunks = images._png_chunk(b"gAMA", struct.pack(">I", 45455)) + images._png_chunk(
+            b"sRGB", b"\x00")
+        src.write_bytes(data[:head] + chunks + data[head:])
+    assert upscale(src, "--model", tiny_checkpoint, "-q").exit_code == 0
+    out = Image.open(tmp_path / "g_x4.png")
+    assert out.info.get("gamma") == 0.45455 and out.info.get("srgb") == 0
+    assert read_image(tmp_path / "g_x4.png").bit_depth == bits
