@@ -304,6 +304,8 @@ def parse_sizes(value: str) -> list[int]:
               help="Write SR outputs to DIR/DATASET/MODEL/IMAGE.png.")
 @click.option("--compare", "compare_dir", type=click.Path(path_type=Path),
               help="Write side-by-side crops (LR / each model / HR) to DIR/DATASET/IMAGE.png.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace files of an earlier --save-images / --compare run.")
 @click.option("--lpips-weights", envvar="SRGAN_LPIPS_WEIGHTS",
               help="vgg16_lpips.safetensors for LPIPS (or $SRGAN_LPIPS_WEIGHTS); else omitted.")
 @click.option("--speed", is_flag=True, help="Measure speed and memory instead of quality.")
@@ -323,7 +325,7 @@ def parse_sizes(value: str) -> list[int]:
 @friendly_errors
 def benchmark_command(
     models: tuple[str, ...], datasets: tuple[Path, ...], scale: int, per_image: bool,
-    as_json: bool, save_images: Path | None, compare_dir: Path | None,
+    as_json: bool, save_images: Path | None, compare_dir: Path | None, overwrite: bool,
     lpips_weights: str | None, speed: bool, sizes: list[int], precisions: tuple[str, ...],
     tiles: tuple[int, ...], repeats: int, ablation: bool, device: str, quiet: bool,
 ) -> None:
@@ -367,16 +369,25 @@ def benchmark_command(
         models = ("bicubic", *[n for n, e in REGISTRY.items()
                                if (weights_dir() / e.filename).is_file()])
     n_images = sum(len(images.find_images(d)) for d in datasets if d.is_dir())
+    skipped: list[tuple[Path, str]] = []
+
+    def on_skip(path: Path, reason: str) -> None:
+        skipped.append((path, reason))
+        progress.advance(task, len(models))
+        if not as_json:
+            progress.console.print(f"{path}: skipped ({reason})", highlight=False,
+                                   soft_wrap=True)
+
     with progress:
         task = progress.add_task("scoring", total=n_images * len(models))
         scores, has_lpips = benchmark.run_quality(
             list(models), list(datasets), scale=scale, device=device,
             precision=(precisions or ("fp32",))[0], tile=(tiles or (512,))[0],
             lpips_weights=lpips_weights, save_dir=save_images, compare_dir=compare_dir,
-            on_image=lambda s: progress.advance(task))
+            on_image=lambda s: progress.advance(task), overwrite=overwrite, on_skip=on_skip)
     results = benchmark.summarize(scores)
     if as_json:
-        click.echo(benchmark.to_json(results, [], scores if per_image else None))
+        click.echo(benchmark.to_json(results, [], scores if per_image else None, skipped))
         return
     table = Table(title=f"x{scale} quality (PSNR/SSIM on Y, border {scale})")
     for col in ("dataset", "model", "n", "PSNR-Y", "SSIM-Y", "PSNR-RGB", "LPIPS",
@@ -416,7 +427,8 @@ def benchmark_command(
 @click.option("--phase", type=click.Choice(["pretrain", "gan", "all"]),
               help="pretrain (SRResNet, pixel loss), gan (SRGAN, needs --init) or all. "
                    "[default: all]")
-@click.option("--steps", type=int, help="Steps of the phase run (each phase for --phase all). "
+@click.option("--steps", type=click.IntRange(min=1),
+              help="Steps of the phase run (each phase for --phase all). "
               "[default: 1000000 pretrain, 200000 gan]")
 @click.option("--batch-size", type=int, help="Global batch: under torchrun each process "
               "takes an equal share. [default: 16]")

@@ -153,6 +153,17 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Pictur
             raise ImageError("truncated or corrupt image data") from None
 
 
+def read_rgb_uint8(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+    """``read_image``'s upright colour as (3, H, W) uint8 RGB, rounded; alpha is dropped.
+
+    The reader of training and benchmark images, whose degradation and metrics work on 8-bit
+    levels: the same decoding as ``srgan upscale`` (EXIF orientation, 16-bit grey scaled,
+    not clipped), and the same ImageError for a file that cannot be used.
+    """
+    rgb = read_image(path, max_pixels=max_pixels).rgb
+    return rgb.mul(255).round_().clamp_(0, 255).to(torch.uint8)
+
+
 @contextmanager
 def _own_pixel_limit() -> Iterator[None]:
     """Switch off Pillow's global bomb check while we apply our own (configurable) limit."""
