@@ -131,6 +131,13 @@ def resolve_init(config: TrainConfig) -> TrainConfig:
                    channels=gen_config.channels)
 
 
+def check_vgg_weights(config: TrainConfig) -> None:
+    """A GAN phase needs VGG19 weights: refuse a missing local file before the run starts."""
+    local = config.vgg_weights not in ("imagenet", RANDOM_VGG)
+    if local and "gan" in dict(config.phases) and not Path(config.vgg_weights).is_file():
+        raise TrainingError(f"--vgg-weights {config.vgg_weights}: no such file")
+
+
 def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     """Never lose a run by accident: refuse to start afresh over an existing one."""
     if not resume and overwrite:
@@ -624,6 +631,7 @@ def train(
     rank, world, device = distributed.init(config.device)  # under torchrun: join the group
     data.rank_batch_size(config.batch_size, world)  # refuse an uneven split before writing
     main = rank == 0
+    check_vgg_weights(config)
     if main:
         check_run_dir(run_dir, resume, overwrite)
     if not resume:

@@ -3,13 +3,17 @@ one clear line (exit 1) for every expected failure, exit 2 for usage errors."""
 
 import json
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import make_generator
+from conftest import make_generator, run_cli
 from PIL import Image, PngImagePlugin
+from test_images import exif_bytes
 
 from srgan_cli import InputError, Upscaler, images
 from srgan_cli.checkpoints import save_checkpoint
@@ -271,3 +275,171 @@ def test_png_gamma_and_srgb_chunks_are_kept(tmp_path, tiny_checkpoint, bits):
     out = Image.open(tmp_path / "g_x4.png")
     assert out.info.get("gamma") == 0.45455 and out.info.get("srgb") == 0
     assert read_image(tmp_path / "g_x4.png").bit_depth == bits
+
+
+# ----------------------------------------------------------------------- checkpoints, Hub
+
+
+@pytest.mark.parametrize("metadata, message", [
+    ({"config": json.dumps({"scale": 3, "num_blocks": 1, "channels": 8})}, "scale must be"),
+    ({"config": "{not json"}, "bad checkpoint metadata"),
+    ({"config": json.dumps({"scale": 4, "num_blocks": 1, "channels": -8})}, "invalid"),
+    ({"config": "[1, 2]"}, "not a JSON object"),
+    ({"format_version": "one"}, "not a number"),
+])
+def test_bad_checkpoint_metadata_is_one_line(tmp_path, metadata, message):
+    from srgan_cli.checkpoints import checkpoint_metadata, save_safetensors
+    from srgan_cli.models import GeneratorConfig
+
+    gen = make_generator()
+    meta = {**checkpoint_metadata(GeneratorConfig(num_blocks=1, channels=8)), **metadata}
+    model = save_safetensors(gen.state_dict(), tmp_path / "bad.safetensors", meta)
+    result = upscale(png(tmp_path / "a.png"), "--model", model)
+    one_line_error(result)
+    assert message in result.output and "bad.safetensors" in result.output
+
+
+@pytest.mark.parametrize("env", [{"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": "http://127.0.0.1:9"}])
+def test_hub_offline_says_so(tmp_path, env):
+    proc = run_cli("upscale", str(png(tmp_path / "a.png")), "--model",
+                   "hf://me/sr/tiny.safetensors", env={"HF_HOME": str(tmp_path / "hf"), **env})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "cannot reach the Hugging Face Hub and the file is not in the local cache" in (
+        proc.stderr)
+
+
+def test_hub_pickle_is_refused_before_the_network(tmp_path):
+    from srgan_cli.checkpoints import resolve_model
+    from srgan_cli.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="it is a Python pickle"):
+        resolve_model("hf://nobody/nothing/model.pth")  # no network: refused by its name
+
+
+# ----------------------------------------------------------------------- train
+
+
+def tiny_train_config(tmp_path, **extra):
+    config = tmp_path / "tiny.toml"
+    values = {"num_blocks": 1, "channels": 8, "patch_size": 16, "batch_size": 2,
+              "device": "cpu", "phase": "pretrain", **extra}
+    config.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()))
+    return config
+
+
+@pytest.mark.parametrize("steps", ["0", "-3"])
+def test_train_steps_below_one_is_a_usage_error(tmp_path, steps):
+    png(tmp_path / "hr" / "a.png", size=(32, 32))
+    result = invoke("train", "--data", tmp_path / "hr", "--out", tmp_path / "run",
+                    "--steps", steps, "-q")
+    assert result.exit_code == 2 and not (tmp_path / "run").exists()
+
+
+def test_config_with_zero_steps_in_every_phase_is_refused(tmp_path):
+    png(tmp_path / "hr" / "a.png", size=(32, 32))
+    config = tiny_train_config(tmp_path, pretrain_steps=0)
+    result = invoke("train", "--data", tmp_path / "hr", "--out", tmp_path / "run",
+                    "--config", config, "-q")
+    one_line_error(result)
+    assert "0 steps to train" in result.output and not (tmp_path / "run").exists()
+
+
+def test_config_file_steps_key_and_unknown_keys(tmp_path):
+    from srgan_cli.train_config import load_config
+
+    assert load_config(tiny_train_config(tmp_path, steps=7)).pretrain_steps == 7
+    with pytest.raises(Exception, match="unknown training option 'stepz'; the options are: "
+                                        "data, val, scale"):
+        load_config(tiny_train_config(tmp_path, stepz=7))
+
+
+def test_yaml_syntax_error_is_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps: 3\n  lr: [1e-4\n")
+    png(tmp_path / "hr" / "a.png", size=(32, 32))
+    result = invoke("train", "--data", tmp_path / "hr", "--out", tmp_path / "run",
+                    "--config", bad)
+    one_line_error(result)
+    error_lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(error_lines) == 1 and "line 2, column" in error_lines[0], result.output
+
+
+def test_bad_training_images_are_skipped_and_a_failed_start_leaves_no_run(tmp_path):
+    hr = tmp_path / "hr"
+    png(hr / "good.png", size=(32, 32))
+    png(tmp_path / "whole.png", size=(64, 64))
+    (hr / "cut.png").write_bytes((tmp_path / "whole.png").read_bytes()[:60])  # truncated
+    png(hr / "small.png", size=(2, 2))
+    run = tmp_path / "run"
+    config = tiny_train_config(tmp_path, steps=1, val=[str(tmp_path / "missing")])
+    failed = invoke("train", "--data", hr, "--out", run, "--config", config)
+    one_line_error(failed)
+    assert not run.exists(), "a run that never started leaves no run folder"
+    config = tiny_train_config(tmp_path, steps=1)
+    result = invoke("train", "--data", hr, "--out", run, "--config", config)
+    assert result.exit_code == 0, result.output
+    assert f"{hr / 'cut.png'}: skipped (truncated or corrupt image data)" in result.output
+    assert f"{hr / 'small.png'}: skipped (2x2 is smaller than the 16 px patch)" in result.output
+    assert (run / "generator.safetensors").is_file()
+
+
+def test_ctrl_c_during_start_up_is_one_line():
+    # Ctrl-C 20 ms after the entry point starts: torch and the CLI are still importing
+    script = ("import signal, sys\n"
+              "from srgan_cli.__main__ import run\n"
+              "def stop(*_):\n    raise KeyboardInterrupt\n"
+              "signal.signal(signal.SIGALRM, stop)\n"
+              "signal.setitimer(signal.ITIMER_REAL, 0.02)\n"
+              "sys.argv = ['srgan', 'models']\n"
+              "run()\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr == "interrupted\n"
+
+
+# ----------------------------------------------------------------------- benchmark
+
+
+def test_benchmark_reads_like_upscale_and_writes_valid_json(tmp_path):
+    data = tmp_path / "set"
+    data.mkdir()
+    ramp = (np.arange(48 * 48, dtype=np.uint32).reshape(48, 48) * 28).astype(np.uint16)
+    Image.fromarray(ramp).save(data / "grey16.png")  # I;16: convert("RGB") clipped to white
+    png(tmp_path / "whole.png", size=(48, 48))
+    (data / "cut.png").write_bytes((tmp_path / "whole.png").read_bytes()[:60])
+    png(data / "small.png", size=(3, 3))
+    Image.new("RGB", (48, 32), "white").save(data / "phone.jpg", exif=exif_bytes(6))
+    result = invoke("benchmark", "--data", data, "-m", "bicubic", "--json", "--per-image")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout, parse_constant=lambda token: pytest.fail(token))
+    psnr = {s["image"]: s["psnr_y"] for s in doc["per_image"]}
+    assert psnr["grey16"] is not None and psnr["grey16"] < 60, "a real ramp, not all white"
+    assert psnr["phone"] is None, "identical white images: +inf dB is written as null"
+    assert {Path(s["path"]).name for s in doc["skipped"]} == {"cut.png", "small.png"}
+
+
+def test_benchmark_applies_exif_orientation(tmp_path):
+    from srgan_cli.benchmark import load_dataset
+
+    data = tmp_path / "set"
+    data.mkdir()
+    Image.new("RGB", (48, 32), "white").save(data / "phone.jpg", exif=exif_bytes(6))
+    (name, image), = load_dataset(data)[0]
+    assert image.size == (32, 48)
+
+
+def test_benchmark_never_replaces_earlier_saved_images(tmp_path):
+    data = tmp_path / "set"
+    png(data / "a.png", size=(48, 48))
+    args = ["benchmark", "--data", data, "-m", "bicubic", "--save-images", tmp_path / "sr",
+            "--compare", tmp_path / "cmp"]
+    assert invoke(*args).exit_code == 0
+    saved = tmp_path / "sr" / "set" / "bicubic" / "a.png"
+    saved.write_bytes(b"mine")
+    again = invoke(*args)
+    one_line_error(again)
+    assert "exists" in again.output and "--overwrite" in again.output
+    assert saved.read_bytes() == b"mine"
+    assert invoke(*args, "--overwrite").exit_code == 0
+    assert Image.open(saved).size == (48, 48)
