@@ -71,8 +71,11 @@ def test_clash_between_folder_arguments_is_refused(tmp_path, tiny_checkpoint):
 
 def test_same_input_twice_is_done_once(tmp_path, tiny_checkpoint):
     a = png(tmp_path / "a.png")
-    result = upscale(a, a, tmp_path, "-o", tmp_path / "out", "--model", tiny_checkpoint, "-q")
+    result = upscale(a, a, tmp_path, "-o", tmp_path / "out", "--model", tiny_checkpoint,
+                     "--json")
     assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["written"], summary["failed"]) == (1, 0) and len(summary["files"]) == 1
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.png"]
 
 
@@ -224,6 +227,7 @@ def test_unwritable_output_folder_fails_before_any_work(tmp_path, tiny_checkpoin
     result = upscale(png(tmp_path / "a.png"), "-o", blocker / "out", "--model", tiny_checkpoint)
     one_line_error(result)
     assert "cannot write to" in result.output and "is not a folder" in result.output
+    assert "written" not in result.output, "refused before any image was upscaled"
 
 
 def test_grey_png_with_a_transparent_level_keeps_its_transparency(tmp_path, tiny_checkpoint):
