@@ -70,13 +70,32 @@ Method = Callable[[Image.Image], torch.Tensor]
 """An upscaler under test: LR RGB PIL image -> SR (3, sH, sW) float32 in [0, 1]."""
 
 
+PERCEPTION_PREFIX = "perception="
+
+
+def perception_name(perception: float) -> str:
+    """The model name of a perception mix in benchmark tables: ``perception=0.25``."""
+    return f"{PERCEPTION_PREFIX}{perception:g}"
+
+
+def model_label(name: str) -> str:
+    """A short label for tables, folders and comparison sheets: a file's stem, else the name."""
+    path = Path(name)
+    return path.stem if path.suffix == ".safetensors" else path.name
+
+
 def make_method(name: str, scale: int, device: str, precision: str, tile: int | None) -> Method:
-    """A pseudo-model (Pillow resize) or a network loaded by name."""
+    """A pseudo-model (Pillow resize), a perception mix (``perception=P``) or a network
+    loaded by name."""
     if name in PSEUDO_MODELS:
         resample = PSEUDO_MODELS[name]
         return lambda lr: pil_to_float(lr.resize((lr.width * scale, lr.height * scale),
                                                   resample))
-    upscaler = Upscaler(name, device=device, precision=precision, tile=tile)
+    if name.startswith(PERCEPTION_PREFIX):
+        perception = float(name.removeprefix(PERCEPTION_PREFIX))
+        upscaler = Upscaler(device=device, precision=precision, tile=tile, perception=perception)
+    else:
+        upscaler = Upscaler(name, device=device, precision=precision, tile=tile)
     if upscaler.scale != scale:
         raise SrganError(f"model {name!r} upscales x{upscaler.scale}, but --scale is {scale}")
     return lambda lr: upscaler.upscale_tensor(pil_to_float(lr))
@@ -167,7 +186,7 @@ def score_dataset(
 
 def saved_image_path(save_dir: Path, dataset: str, model: str, image: str) -> Path:
     """Where ``--save-images`` puts one SR output: DIR/DATASET/MODEL/IMAGE.png."""
-    return save_dir / dataset / Path(model).stem / f"{image}.png"
+    return save_dir / dataset / model_label(model) / f"{image}.png"
 
 
 def refuse_earlier_results(
@@ -270,7 +289,7 @@ def run_quality(
             for score, sr in score_dataset(model, method, folder.name, hr_images, scale, lpips,
                                            save_dir):
                 scores.append(score)
-                outputs.setdefault(score.image, {})[Path(model).stem] = sr
+                outputs.setdefault(score.image, {})[model_label(model)] = sr
                 if on_image:
                     on_image(score)
         if compare_dir is not None:
