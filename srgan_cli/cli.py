@@ -99,7 +99,8 @@ def collect_jobs(
     for item in inputs:
         if not item.exists():
             problems.append((item, "no such file or folder"))
-        elif item.is_dir():
+            continue
+        if item.is_dir():
             found = images.find_images(item, recursive=recursive)
             if not found:
                 problems.append((item, "no images found in this folder"))
@@ -109,9 +110,8 @@ def collect_jobs(
             plan = images.output_targets(found, item, output, None, suffix, ext)
         else:
             plan = images.output_targets([item], None, output, out_file, suffix, ext)
-        if item.exists():
-            targets += plan.jobs
-            problems += split_errors(plan.errors)
+        targets += plan.jobs
+        problems += split_errors(plan.errors)
     checked = images.check_jobs(targets)  # one check over every argument's jobs together
     return checked.jobs, problems + split_errors(checked.errors), skipped
 

@@ -16,6 +16,9 @@ Decisions (see also the docstrings below):
 
 - Grayscale (1, L, LA, I;16) is read as three equal RGB channels and written back as grayscale.
 - Palette images (P, with or without transparency) are written as RGB or RGBA.
+- A PNG tRNS key (one transparent grey level or RGB colour, 8 or 16 bits) becomes an alpha
+  channel; LAB is colour (its "A" is an axis, not alpha) and is written as RGB.
+- A PNG's gAMA, cHRM and sRGB chunks are written back unchanged to PNG outputs.
 - CMYK is converted to RGB without colour management (its CMYK profile is dropped, with a
   warning); YCbCr JPEGs come out of the decoder as RGB.
 - Bit depth comes from the file's mode, never from pixel values: 16-bit PNG (grey, grey+alpha,
@@ -437,6 +440,7 @@ def _png_chunks(file: BinaryIO) -> Iterator[tuple[bytes, bytes]]:
 
 def _png16_colour(file: BinaryIO, notes: list[str]) -> torch.Tensor | None:
     """A 16-bit grey+alpha, RGB or RGBA PNG as (C, H, W) float32 [0, 1]; None for other PNGs.
+    An RGB PNG with a tRNS colour key gets a fourth (alpha) channel: 0 where the key matches.
 
     Pillow reads these with 8 bits per channel. Trick: PNG filters work byte by byte, each byte
     predicted from the bytes one pixel to the left and one row up, so the bytes of one channel
