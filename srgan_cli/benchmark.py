@@ -13,7 +13,6 @@ Methods are model names (anything ``load_model`` accepts) or the built-in pseudo
 
 from __future__ import annotations
 
-import json
 import statistics
 import threading
 import time
@@ -24,10 +23,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from . import degradation, metrics
-from .errors import SrganError
+from . import degradation, json_output, metrics
+from .errors import ImageError, SrganError
 from .fast import prepare_for_inference
-from .images import find_images
+from .images import find_images, read_rgb_uint8
 from .models import Generator, GeneratorConfig
 from .upscale import Upscaler, autocast_dtype, pick_device
 
@@ -119,18 +118,36 @@ class ImageScore:
     lr_psnr: float
 
 
-def load_dataset(folder: Path) -> list[tuple[str, Image.Image]]:
-    """The HR images of a dataset folder as RGB PIL images, sorted by name."""
+def big_enough_to_score(width: int, height: int, scale: int) -> bool:
+    """Whether an HR image can be scored: cropped to a multiple of ``scale`` and shaved by
+    ``scale`` on each border, SSIM's 11x11 window must still fit."""
+    return all(side - side % scale - 2 * scale >= 11 for side in (width, height))
+
+
+def load_dataset(
+    folder: Path, scale: int = 4
+) -> tuple[list[tuple[str, Image.Image]], list[tuple[Path, str]]]:
+    """The HR images of a dataset folder as RGB PIL images, sorted by name, and the files
+    left out as ``(path, reason)``: unreadable (``images.read_rgb_uint8``, the reader of
+    ``srgan upscale``) or too small to score at ``scale``."""
     if not folder.is_dir():
         raise SrganError(f"dataset folder not found: {folder}")
     paths = find_images(folder, recursive=True)
     if not paths:
         raise SrganError(f"no images in dataset folder {folder}")
-    out = []
+    kept, skipped = [], []
     for path in paths:
-        with Image.open(path) as im:
-            out.append((path.stem, im.convert("RGB")))
-    return out
+        try:
+            image = degradation.tensor_to_pil(read_rgb_uint8(path))
+        except ImageError as e:
+            skipped.append((path, str(e)))
+            continue
+        if big_enough_to_score(*image.size, scale):
+            kept.append((path.stem, image))
+        else:
+            skipped.append((path, f"{image.width}x{image.height} is too small to score at "
+                                  f"x{scale}"))
+    return kept, skipped
 
 
 def score_dataset(
@@ -161,10 +178,35 @@ def score_dataset(
             lr_psnr=float(metrics.lr_consistency(sr, lr, scale)[0]),
         )
         if save_dir is not None:
-            out = save_dir / dataset / model_label(model)
-            out.mkdir(parents=True, exist_ok=True)
-            degradation.tensor_to_pil(sr).save(out / f"{name}.png")
+            path = saved_image_path(save_dir, dataset, model, name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            degradation.tensor_to_pil(sr).save(path)
         yield score, sr
+
+
+def saved_image_path(save_dir: Path, dataset: str, model: str, image: str) -> Path:
+    """Where ``--save-images`` puts one SR output: DIR/DATASET/MODEL/IMAGE.png."""
+    return save_dir / dataset / model_label(model) / f"{image}.png"
+
+
+def refuse_earlier_results(
+    models: list[str], datasets: list[tuple[str, list[str]]], save_dir: Path | None,
+    compare_dir: Path | None,
+) -> None:
+    """Before any work: refuse to replace files of an earlier ``--save-images`` or
+    ``--compare`` run. ``datasets``: (dataset name, its image names)."""
+    planned = []
+    for dataset, names in datasets:
+        for name in names:
+            if save_dir is not None:
+                planned += [saved_image_path(save_dir, dataset, m, name) for m in models]
+            if compare_dir is not None:
+                planned.append(compare_dir / dataset / f"{name}.png")
+    existing = [path for path in planned if path.exists()]
+    if existing:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise SrganError(f"{existing[0]} exists{more}: pass --overwrite to replace earlier "
+                         "results, or choose another folder")
 
 
 def summarize(scores: list[ImageScore]) -> list[dict]:
@@ -222,14 +264,26 @@ def run_quality(
     models: list[str], datasets: list[Path], scale: int = 4, device: str = "auto",
     precision: str = "fp32", tile: int | None = 512, lpips_weights: str | None = None,
     save_dir: Path | None = None, compare_dir: Path | None = None,
-    on_image: Callable[[ImageScore], None] | None = None,
+    on_image: Callable[[ImageScore], None] | None = None, overwrite: bool = False,
+    on_skip: Callable[[Path, str], None] | None = None,
 ) -> tuple[list[ImageScore], bool]:
-    """Score every model on every dataset; returns per-image scores and whether LPIPS ran."""
+    """Score every model on every dataset; returns per-image scores and whether LPIPS ran.
+
+    Files that cannot be scored are left out, each reported as ``on_skip(path, reason)``.
+    Earlier ``save_dir``/``compare_dir`` results are replaced only with ``overwrite``.
+    """
+    loaded = {folder: load_dataset(folder, scale) for folder in datasets}
+    if not overwrite:
+        refuse_earlier_results(
+            models, [(f.name, [n for n, _ in hr]) for f, (hr, _) in loaded.items()], save_dir,
+            compare_dir)
     lpips = metrics.load_lpips(lpips_weights)
     methods = {m: make_method(m, scale, device, precision, tile) for m in models}
     scores: list[ImageScore] = []
     for folder in datasets:
-        hr_images = load_dataset(folder)
+        hr_images, skipped = loaded[folder]
+        for path, reason in skipped if on_skip else ():
+            on_skip(path, reason)
         outputs: dict[str, dict[str, torch.Tensor]] = {}
         for model, method in methods.items():
             for score, sr in score_dataset(model, method, folder.name, hr_images, scale, lpips,
@@ -409,10 +463,13 @@ def run_speed(
     return rows
 
 
-def to_json(results: list[dict], speed: list[SpeedRow], per_image: list[ImageScore] | None
-            ) -> str:
-    """The ``--json`` document: {"results": [...], "speed": [...], "per_image": [...]}."""
+def to_json(results: list[dict], speed: list[SpeedRow], per_image: list[ImageScore] | None,
+            skipped: list[tuple[Path, str]] | None = None) -> str:
+    """The ``--json`` document: {"results": [...], "speed": [...], "per_image": [...],
+    "skipped": [...]}; non-finite scores (PSNR of identical images) are null."""
     doc: dict = {"results": results, "speed": [asdict(r) for r in speed]}
     if per_image is not None:
         doc["per_image"] = [asdict(s) for s in per_image]
-    return json.dumps(doc, indent=2)
+    if skipped:
+        doc["skipped"] = [{"path": str(path), "reason": reason} for path, reason in skipped]
+    return json_output.to_json(doc)

@@ -7,10 +7,11 @@ still written) or the job could not start, 2 = usage error.
 from __future__ import annotations
 
 import functools
-import json
+import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -19,6 +20,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from . import __version__, images
 from .checkpoints import DEFAULT_MODEL, PERCEPTION_ENDS, REGISTRY, weights_dir
 from .errors import SrganError
+from .json_output import to_json
+
+if TYPE_CHECKING:
+    from .distributed import Shard
 
 err_console = Console(stderr=True)
 
@@ -68,53 +73,86 @@ def models_command() -> None:
 
 def collect_jobs(
     inputs: tuple[Path, ...], output: Path | None, suffix: str | None, fmt: str | None,
-    recursive: bool, scale: int,
-) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
-    """Expand files and folders into (input, output) pairs, plus inputs that cannot be planned."""
+    recursive: bool, scale: int, output_is_folder: bool = False,
+) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]], list[tuple[Path, str]]]:
+    """Expand files and folders into (input, output) pairs, checked for clashes as one list.
+
+    Returns the jobs, inputs that cannot be planned (``(path, reason)``) and files of input
+    folders left alone as results of an earlier run (``(path, reason)``).
+    ``output_is_folder``: ``-o`` was written with a trailing slash, so it names a folder.
+    """
     single_file = len(inputs) == 1 and not inputs[0].is_dir()
     out_file = None
-    if output is not None and single_file and output.suffix and not output.is_dir():
+    if (output is not None and single_file and output.suffix and not output.is_dir()
+            and not output_is_folder):
         out_file = output
+    if out_file is not None and fmt is not None and (
+            images.format_for(out_file) != images.format_for(out_file, fmt)):
+        raise click.UsageError(f"-o {out_file} and --format {fmt} name different formats; "
+                               "give only one of them")
     if suffix is None:  # beside the inputs, a suffix keeps the originals safe
         suffix = f"_x{scale}" if output is None else ""
     ext = None if fmt is None else "." + fmt.lower().lstrip(".")
-    jobs: list[tuple[Path, Path]] = []
+    targets: list[tuple[Path, Path]] = []
     problems: list[tuple[Path, str]] = []
+    skipped: list[tuple[Path, str]] = []
     for item in inputs:
+        if not item.exists():
+            problems.append((item, "no such file or folder"))
+            continue
         if item.is_dir():
-            found = [p for p in images.find_images(item, recursive=recursive)
-                     if not is_earlier_output(p, item, output, suffix)]
+            found = images.find_images(item, recursive=recursive)
             if not found:
                 problems.append((item, "no images found in this folder"))
-            plan = images.plan_outputs(found, item, output, None, suffix, ext)
+            earlier = images.earlier_results(found, item, output, (suffix, f"_x{scale}"))
+            skipped += earlier.items()
+            found = [p for p in found if p not in earlier]
+            plan = images.output_targets(found, item, output, None, suffix, ext)
         else:
-            plan = images.plan_outputs([item], None, output, out_file, suffix, ext)
-        jobs += plan.jobs
-        problems += [(Path(e.split(": ", 1)[0]), e.split(": ", 1)[1]) for e in plan.errors]
-    return jobs, problems
+            plan = images.output_targets([item], None, output, out_file, suffix, ext)
+        targets += plan.jobs
+        problems += split_errors(plan.errors)
+    checked = images.check_jobs(targets)  # one check over every argument's jobs together
+    return checked.jobs, problems + split_errors(checked.errors), skipped
 
 
-def is_earlier_output(path: Path, root: Path, output: Path | None, suffix: str) -> bool:
-    """Whether a file found in input folder ``root`` is a result of an earlier run.
+def split_errors(errors: list[str]) -> list[tuple[Path, str]]:
+    """``path: reason`` lines of an OutputPlan -> (path, reason) pairs."""
+    return [(Path(e.split(": ", 1)[0]), e.split(": ", 1)[1]) for e in errors]
 
-    Results sit beside their inputs with the suffix (``a_x4.png``), or in an output folder
-    below the input folder; upscaling them again on a re-run would be wrong.
-    """
-    if output is None or output.resolve() == root.resolve():
-        return bool(suffix) and path.stem.endswith(suffix)
-    return output.resolve() in path.resolve().parents
+
+def parse_shard(ctx, param, value: str | None):
+    """``--shard I/N`` -> Shard, or a usage error (exit 2)."""
+    from .distributed import Shard
+
+    if value is None:
+        return None
+    try:
+        return Shard.parse(value)
+    except SrganError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def check_suffix_option(ctx, param, value: str | None) -> str | None:
+    if value is not None:
+        try:
+            images.check_suffix(value)
+        except SrganError as e:
+            raise click.BadParameter(str(e)) from None
+    return value
 
 
 @main.command("upscale")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Output file (one input) or folder. Default: beside each input, with a suffix.")
+@click.option("-o", "--output", type=click.Path(),
+              help="Output file (one input) or folder (a trailing / always means a folder). "
+                   "Default: beside each input, with a suffix.")
 @click.option("-m", "--model", default=DEFAULT_MODEL, show_default=True,
               help="Registry name, .safetensors path, or hf://owner/repo/file.safetensors[@rev].")
 @click.option("--perception", type=click.FloatRange(0, 1), default=None,
               help="Mix the shipped models' weights: 0 = srresnet-x4 (highest fidelity), "
                    "1 = srgan-x4 (sharpest textures), e.g. 0.5 in between.")
-@click.option("--suffix", default=None,
+@click.option("--suffix", default=None, callback=check_suffix_option,
               help="Added to output file names. Default: '_x4' beside the inputs, none with -o.")
 @click.option("--format", "fmt", type=click.Choice(["png", "jpg", "webp", "tif", "bmp"]),
               help="Output format. Default: the -o file's extension, else the input's own format.")
@@ -132,20 +170,22 @@ def is_earlier_output(path: Path, root: Path, output: Path | None, suffix: str) 
 @click.option("--recursive/--no-recursive", default=True, show_default=True,
               help="Look into subfolders of folder inputs.")
 @click.option("--max-pixels", default=images.DEFAULT_MAX_PIXELS, show_default=True,
+              type=click.IntRange(min=1),
               help="Refuse inputs with more pixels than this (decompression-bomb guard).")
-@click.option("--quality", default=95, show_default=True, help="JPEG/WebP output quality.")
+@click.option("--quality", default=95, show_default=True, type=click.IntRange(1, 100),
+              help="JPEG/WebP output quality, 1-100 (WebP 100 = lossless).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
-@click.option("--shard", metavar="I/N",
+@click.option("--shard", metavar="I/N", callback=parse_shard,
               help="Do only share I (0-based) of N of the files, for job arrays; e.g. "
                    "--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT.")
 @friendly_errors
 def upscale_command(
-    inputs: tuple[Path, ...], output: Path | None, model: str, perception: float | None,
+    inputs: tuple[Path, ...], output: str | None, model: str, perception: float | None,
     suffix: str | None,
     fmt: str | None, tile: int, device: str, precision: str, optimize: bool, skip_existing: bool,
     overwrite: bool, recursive: bool, max_pixels: int, quality: int, quiet: bool, as_json: bool,
-    shard: str | None,
+    shard: Shard | None,
 ) -> None:
     """Upscale image files and folders of images.
 
@@ -163,9 +203,14 @@ def upscale_command(
     if shard is not None and distributed.under_torchrun():
         raise click.UsageError("--shard splits work without torchrun; under torchrun the "
                                "ranks share the files already")
+    output_is_folder = output is not None and output.endswith(("/", os.sep))
+    out_path = None if output is None else Path(output)
+    if out_path is not None:  # a folder that cannot be written fails now, not per image
+        single_file = len(inputs) == 1 and not inputs[0].is_dir()
+        is_file = single_file and out_path.suffix and not output_is_folder and not out_path.is_dir()
+        images.check_writable_folder(out_path.parent if is_file else out_path)
     rank, world, dev = distributed.init(device)
-    my_share = distributed.Shard(rank, world) if world > 1 else distributed.Shard.parse(
-        shard or "0/1")
+    my_share = distributed.Shard(rank, world) if world > 1 else shard or distributed.Shard()
     main_process = rank == 0
     quiet = quiet or not main_process  # one progress display, on rank 0
 
@@ -174,14 +219,13 @@ def upscale_command(
     if upscaler.device.type == "cpu" and cpu_lacks_fast(upscaler.dtype) and main_process:
         err_console.print(f"warning: this CPU has no {precision} instructions, so --precision "
                           f"{precision} runs much slower than fp32", highlight=False)
-    missing = [p for p in inputs if not p.exists()]
-    jobs, problems = collect_jobs(inputs, output, suffix, fmt, recursive, upscaler.scale)
-    jobs = my_share.select([(s, d) for s, d in jobs if s not in missing])
+    jobs, problems, earlier = collect_jobs(inputs, out_path, suffix, fmt, recursive,
+                                           upscaler.scale, output_is_folder)
+    jobs = my_share.select(jobs)
     failures: list[FileResult] = []
     if main_process:  # problems found while planning are reported once
-        failures += [FileResult(p, None, "failed", "no such file or folder") for p in missing]
-        failures += [FileResult(p, None, "failed", reason) for p, reason in problems
-                     if p not in missing]
+        failures += [FileResult(p, None, "failed", reason) for p, reason in problems]
+        failures += [FileResult(p, None, "skipped", reason) for p, reason in earlier]
     if not overwrite and not skip_existing:
         existing = [(s, d) for s, d in jobs if d.exists()]
         failures += [FileResult(s, d, "failed", f"{d} exists (use --overwrite or --skip-existing)")
@@ -213,7 +257,7 @@ def upscale_command(
                             for r in share])
     distributed.finish()
     if main_process and as_json:
-        click.echo(json.dumps(summary.to_dict(), indent=2))
+        click.echo(to_json(summary.to_dict()))
     elif main_process and not quiet:
         err_console.print(
             f"{summary.count('written')} written, {summary.count('skipped')} skipped, "
@@ -270,6 +314,8 @@ def parse_sizes(value: str) -> list[int]:
               help="Write SR outputs to DIR/DATASET/MODEL/IMAGE.png.")
 @click.option("--compare", "compare_dir", type=click.Path(path_type=Path),
               help="Write side-by-side crops (LR / each model / HR) to DIR/DATASET/IMAGE.png.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace files of an earlier --save-images / --compare run.")
 @click.option("--lpips-weights", envvar="SRGAN_LPIPS_WEIGHTS",
               help="vgg16_lpips.safetensors for LPIPS (or $SRGAN_LPIPS_WEIGHTS); else omitted.")
 @click.option("--speed", is_flag=True, help="Measure speed and memory instead of quality.")
@@ -290,7 +336,7 @@ def parse_sizes(value: str) -> list[int]:
 def benchmark_command(
     models: tuple[str, ...], perceptions: tuple[float, ...], datasets: tuple[Path, ...],
     scale: int, per_image: bool,
-    as_json: bool, save_images: Path | None, compare_dir: Path | None,
+    as_json: bool, save_images: Path | None, compare_dir: Path | None, overwrite: bool,
     lpips_weights: str | None, speed: bool, sizes: list[int], precisions: tuple[str, ...],
     tiles: tuple[int, ...], repeats: int, ablation: bool, device: str, quiet: bool,
 ) -> None:
@@ -335,16 +381,25 @@ def benchmark_command(
                                if (weights_dir() / e.filename).is_file()])
     models = (*models, *[benchmark.perception_name(p) for p in perceptions])
     n_images = sum(len(images.find_images(d)) for d in datasets if d.is_dir())
+    skipped: list[tuple[Path, str]] = []
+
+    def on_skip(path: Path, reason: str) -> None:
+        skipped.append((path, reason))
+        progress.advance(task, len(models))
+        if not as_json:
+            progress.console.print(f"{path}: skipped ({reason})", highlight=False,
+                                   soft_wrap=True)
+
     with progress:
         task = progress.add_task("scoring", total=n_images * len(models))
         scores, has_lpips = benchmark.run_quality(
             list(models), list(datasets), scale=scale, device=device,
             precision=(precisions or ("fp32",))[0], tile=(tiles or (512,))[0],
             lpips_weights=lpips_weights, save_dir=save_images, compare_dir=compare_dir,
-            on_image=lambda s: progress.advance(task))
+            on_image=lambda s: progress.advance(task), overwrite=overwrite, on_skip=on_skip)
     results = benchmark.summarize(scores)
     if as_json:
-        click.echo(benchmark.to_json(results, [], scores if per_image else None))
+        click.echo(benchmark.to_json(results, [], scores if per_image else None, skipped))
         return
     table = Table(title=f"x{scale} quality (PSNR/SSIM on Y, border {scale})")
     for col in ("dataset", "model", "n", "PSNR-Y", "SSIM-Y", "PSNR-RGB", "LPIPS",
@@ -384,7 +439,8 @@ def benchmark_command(
 @click.option("--phase", type=click.Choice(["pretrain", "gan", "all"]),
               help="pretrain (SRResNet, pixel loss), gan (SRGAN, needs --init) or all. "
                    "[default: all]")
-@click.option("--steps", type=int, help="Steps of the phase run (each phase for --phase all). "
+@click.option("--steps", type=click.IntRange(min=1),
+              help="Steps of the phase run (each phase for --phase all). "
               "[default: 1000000 pretrain, 200000 gan]")
 @click.option("--batch-size", type=int, help="Global batch: under torchrun each process "
               "takes an equal share. [default: 16]")

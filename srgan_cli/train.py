@@ -193,23 +193,35 @@ def resolve_init(config: TrainConfig) -> TrainConfig:
                    channels=gen_config.channels)
 
 
+def check_vgg_weights(config: TrainConfig) -> None:
+    """A GAN phase needs VGG19 weights: refuse a missing local file before the run starts."""
+    local = config.vgg_weights not in ("imagenet", RANDOM_VGG)
+    if local and "gan" in dict(config.phases) and not Path(config.vgg_weights).is_file():
+        raise TrainingError(f"--vgg-weights {config.vgg_weights}: no such file")
+
+
 def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     """Never lose a run by accident: refuse to start afresh over an existing one."""
+    if not resume and overwrite:
+        return  # cleared by clear_run_dir once the new run is ready to start
     existing = [name for name in RUN_FILES if (run_dir / name).exists()]
     if any((run_dir / CHECKPOINT_DIR).glob("step_*.safetensors")):
         existing.append(f"{CHECKPOINT_DIR}/")
     if resume:
         if not (run_dir / STATE_FILE).is_file():
             raise TrainingError(f"nothing to resume in {run_dir}: no {STATE_FILE}")
-    elif existing and not overwrite:
+    elif existing:
         raise TrainingError(
             f"{run_dir} already holds a run ({', '.join(existing)}): use --resume to continue "
             "it, --overwrite to start again, or another --out folder")
-    elif existing:
-        for name in RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
-        for path in (run_dir / CHECKPOINT_DIR).glob("step_*.safetensors"):
-            path.unlink()
+
+
+def clear_run_dir(run_dir: Path) -> None:
+    """``--overwrite``: remove an earlier run's files (only once the new run can start)."""
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    for path in (run_dir / CHECKPOINT_DIR).glob("step_*.safetensors"):
+        path.unlink()
 
 
 class Trainer:
@@ -277,6 +289,7 @@ class Trainer:
         self.dataset = data.PatchDataset(found, cfg.patch_size, cfg.scale, cfg.seed, cached)
         cuda = self.device.type == "cuda"
         self.workers = cfg.workers if cfg.workers >= 0 else data.auto_workers(cached, cuda)
+        self.left_out = found.reasons  # path -> why it is not used
         return {"images": len(found.paths), "too_small": len(found.too_small),
                 "unreadable": len(found.unreadable), "cached": cached, "workers": self.workers,
                 "decoded_mb": round(found.decoded_bytes / 2**20, 1)}
@@ -470,22 +483,15 @@ class Trainer:
         return result
 
     def load_validation(self) -> list[tuple[str, list]]:
-        """The ``--val`` folders' HR images; ones too small to score (SSIM's 11x11 window
-        inside the border) are left out with a message."""
-        scale = self.config.scale
-
-        def big_enough(side: int) -> bool:
-            return side - side % scale - 2 * scale >= 11
-
-        sets, small = [], 0
+        """The ``--val`` folders' HR images; unreadable ones and ones too small to score
+        (SSIM's 11x11 window inside the border) are left out, each with a message."""
+        sets = []
         for folder in map(Path, self.config.val):
-            hr_images = benchmark.load_dataset(folder)
-            kept = [(n, im) for n, im in hr_images if all(map(big_enough, im.size))]
-            small += len(hr_images) - len(kept)
+            kept, skipped = benchmark.load_dataset(folder, self.config.scale)
+            for path, reason in skipped:
+                self.display.message(f"{path}: skipped for validation ({reason})")
             if kept:
                 sets.append((folder.name, kept))
-        if small:
-            self.display.message(f"validation: left out {small} images too small to score")
         if not sets:
             raise TrainingError(f"no usable validation images in {', '.join(self.config.val)}")
         return sets
@@ -535,6 +541,8 @@ class Trainer:
             self.display.message(
                 f"skipped {summary['too_small']} images smaller than {cfg.patch_size} px and "
                 f"{summary['unreadable']} unreadable files")
+            for path, reason in self.left_out.items():
+                self.display.message(f"{path}: skipped ({reason})")
         self.saved_step = self.step
         stream = None
         with deferred_interrupt(self.request_stop):
@@ -712,6 +720,7 @@ def train(
     rank, world, device = distributed.init(config.device)  # under torchrun: join the group
     data.rank_batch_size(config.batch_size, world)  # refuse an uneven split before writing
     main = rank == 0
+    check_vgg_weights(config)
     if main:
         check_run_dir(run_dir, resume, overwrite)
     if not resume:
@@ -719,11 +728,16 @@ def train(
             config = resolve_init(config)
         except SrganError as e:
             raise TrainingError(f"--init: {e}") from e
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / CONFIG_FILE)
-    distributed.barrier()  # the other ranks read the run folder once rank 0 has prepared it
     with Display(quiet or not main, console) as display:
-        Trainer(config, run_dir, display, device, rank, world).run(resume, on_step)
+        # data, validation images and networks first: a run that cannot start (or Ctrl-C
+        # now) leaves no run folder behind, so the same command can simply be run again
+        trainer = Trainer(config, run_dir, display, device, rank, world)
+        if main:
+            if overwrite and not resume:
+                clear_run_dir(run_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(config, run_dir / CONFIG_FILE)
+        distributed.barrier()  # the other ranks read the run folder once rank 0 has prepared it
+        trainer.run(resume, on_step)
     distributed.finish()
     return run_dir / GENERATOR_FILE

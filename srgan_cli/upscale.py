@@ -9,16 +9,18 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from . import images
 from .checkpoints import DEFAULT_MODEL, PERCEPTION_ENDS, load_model, load_perception_model
-from .errors import SrganError
+from .errors import ImageError, InputError, SrganError
 from .fast import prepare_for_inference
 from .models import Generator
 from .tiling import count_tiles, upscale_tiled
@@ -46,10 +48,99 @@ def cpu_lacks_fast(dtype: torch.dtype | None) -> bool:
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> the first CUDA GPU if there is one, else the CPU."""
+    """``auto`` -> the first CUDA GPU if there is one, else the CPU.
+
+    Raises SrganError (one line) for a device that does not exist here: an unknown name,
+    CUDA without a GPU or past the last GPU, MPS without Apple's Metal.
+    """
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise SrganError(f"unknown device {str(device)!r}: use auto, cpu, cuda, cuda:N "
+                         "or mps") from None
+    if chosen.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise SrganError(f"device {str(device)!r}: CUDA is not available on this machine "
+                             "(use --device cpu)")
+        if chosen.index is not None and chosen.index >= count:
+            raise SrganError(f"device {str(device)!r}: this machine has {count} CUDA GPU(s), "
+                             f"cuda:0 to cuda:{count - 1}")
+    elif chosen.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise SrganError(f"device {str(device)!r}: MPS (Apple Metal) is not available "
+                             "on this machine (use --device cpu)")
+    elif chosen.type != "cpu":
+        raise SrganError(f"device {str(device)!r} is not supported: use auto, cpu, cuda, "
+                         "cuda:N or mps")
+    return chosen
+
+
+MIN_SIDE = 16
+"""Smaller inputs are padded (edge pixels repeated) to this many pixels per side, and the
+result cropped back: on a 1-3 px image every pixel is a border pixel, and the network's
+zero padding would darken it (measured: a 1x1 mid-grey image came out at 9% brightness)."""
+
+
+def check_image_tensor(lr: object) -> None:
+    """Refuse, with one line saying what is expected, anything but (N, 3, H, W) or (3, H, W)
+    floating-point RGB in [0, 1]: the API boundary of ``Upscaler``. Raises InputError."""
+    expected = "expected a float torch.Tensor (N, 3, H, W) or (3, H, W), RGB in [0, 1]"
+    if not isinstance(lr, torch.Tensor):
+        hint = (": for an (H, W, 3) uint8 array use torch.from_numpy(a).permute(2, 0, 1)"
+                ".float() / 255" if type(lr).__module__ == "numpy" else "")
+        raise InputError(f"{expected}, got {type(lr).__module__}.{type(lr).__name__}{hint}")
+    shape = tuple(lr.shape)
+    if lr.dim() not in (3, 4):
+        raise InputError(f"{expected}, got a {lr.dim()}-D tensor of shape {shape}")
+    if lr.shape[-3] != 3:
+        hint = (" (channels last? use .permute(2, 0, 1) or .permute(0, 3, 1, 2))"
+                if lr.shape[-1] == 3 else
+                " (grey: .expand(3, -1, -1) per image; RGBA: take [:3] or [:, :3])")
+        raise InputError(f"{expected}, got {lr.shape[-3]} channels in shape {shape}{hint}")
+    if lr.shape[-1] == 0 or lr.shape[-2] == 0 or (lr.dim() == 4 and lr.shape[0] == 0):
+        raise InputError(f"{expected}, got an empty tensor of shape {shape}")
+    if not lr.is_floating_point():
+        raise InputError(f"{expected}, got dtype {str(lr.dtype).removeprefix('torch.')}: "
+                         "use .float() / 255 for 8-bit images")
+    low, high = (float(v) for v in torch.aminmax(lr.detach().float()))
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise InputError(f"{expected}, got NaN or infinite values")
+    if low < -1e-3 or high > 1 + 1e-3:
+        hint = ": divide 0-255 images by 255" if high > 1.5 else ""
+        raise InputError(f"{expected}, got values from {low:g} to {high:g}{hint}")
+
+
+def pad_small(batch: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """Pad (N, C, H, W) by repeating edge pixels to at least MIN_SIDE per side.
+
+    Returns the padded batch and the box (top, left, H, W) of the original in it.
+    """
+    height, width = batch.shape[-2:]
+    pad_h, pad_w = max(MIN_SIDE - height, 0), max(MIN_SIDE - width, 0)
+    if not pad_h and not pad_w:
+        return batch, (0, 0, height, width)
+    top, left = pad_h // 2, pad_w // 2
+    padded = F.pad(batch, (left, pad_w - left, top, pad_h - top), mode="replicate")
+    return padded, (top, left, height, width)
+
+
+def crop_padding(out: torch.Tensor, box: tuple[int, int, int, int], scale: int) -> torch.Tensor:
+    """The upscaled original of a ``pad_small`` batch: crop ``box`` x ``scale`` from ``out``."""
+    top, left, height, width = (v * scale for v in box)
+    if out.shape[-2:] == (height, width):
+        return out
+    return out[..., top:top + height, left:left + width].contiguous()
+
+
+def check_finite_output(out: torch.Tensor) -> None:
+    """A network output with NaN (broken weights, reduced-precision overflow) must never be
+    written as a black image: raise ImageError, which fails that one file."""
+    if not bool(torch.isfinite(out).all()):
+        raise ImageError("the model produced NaN values (broken weights, or try "
+                         "--precision fp32); nothing written")
 
 
 def autocast_dtype(
@@ -133,9 +224,12 @@ class Upscaler:
 
         The result stays on ``lr``'s device; only one tile at a time visits the model's.
         """
+        check_image_tensor(lr)
         single = lr.dim() == 3
-        batch = lr.unsqueeze(0) if single else lr
+        batch, box = pad_small(lr.unsqueeze(0) if single else lr)
         out = upscale_tiled(self._run, batch, self.scale, self.tile, self.overlap, on_tile)
+        out = crop_padding(out, box, self.scale)
+        check_finite_output(out)
         return out[0] if single else out
 
     def upscale_picture(
@@ -155,8 +249,14 @@ class Upscaler:
         max_pixels: int = images.DEFAULT_MAX_PIXELS,
         quality: int = 95,
         on_tile: Callable[[], None] | None = None,
+        overwrite: bool = False,
     ) -> list[str]:
-        """Read ``src``, upscale it and write ``dst`` atomically; returns warnings."""
+        """Read ``src``, upscale it and write ``dst`` atomically; returns warnings.
+
+        Never writes over ``src``; an existing ``dst`` is replaced only with ``overwrite``
+        (ImageError otherwise, before any work is done).
+        """
+        images.check_safe_to_write(Path(src), Path(dst), overwrite)
         picture = images.read_image(Path(src), max_pixels=max_pixels)
         result = self.upscale_picture(picture, on_tile)
         return picture.warnings + images.write_image(result, Path(dst), quality=quality)
