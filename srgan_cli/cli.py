@@ -115,8 +115,20 @@ def is_earlier_output(path: Path, root: Path, output: Path | None, suffix: str) 
               help="Added to output file names. Default: '_x4' beside the inputs, none with -o.")
 @click.option("--format", "fmt", type=click.Choice(["png", "jpg", "webp", "tif", "bmp"]),
               help="Output format. Default: the -o file's extension, else the input's own format.")
-@click.option("--tile", default=512, show_default=True,
-              help="Tile size in input pixels for bounded memory (0 = whole image at once).")
+@click.option("--tile", default="auto", show_default=True, callback=lambda c, p, v: tile_option(v),
+              help="Tile size in input pixels for bounded memory: auto (from the free memory "
+                   "and --max-memory), N, or 0 (whole image at once).")
+@click.option("--max-memory", callback=lambda c, p, v: size_option(v),
+              help="Cap on what the network may use on the device, e.g. 4GiB or 512MB "
+                   "(--tile auto). Default: free GPU memory; 4 GiB on CPU.")
+@click.option("--outscale", type=float, callback=lambda c, p, v: outscale_option(v),
+              help="Final scale factor, e.g. 2, 3 or 6.5: the network's x4, then a Lanczos "
+                   "resize to round(input size x factor).")
+@click.option("--tta", is_flag=True,
+              help="Self-ensemble: average the 8 flips/rotations (8x slower, higher PSNR).")
+@click.option("--png-compression", type=click.IntRange(0, 9),
+              default=images.DEFAULT_PNG_COMPRESSION, show_default=True,
+              help="zlib level of PNG output: 0 fastest/largest .. 9 smallest/slowest.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
               show_default=True, help="auto = fp16 on CUDA, fp32 on CPU.")
@@ -139,9 +151,10 @@ def is_earlier_output(path: Path, root: Path, output: Path | None, suffix: str) 
 @friendly_errors
 def upscale_command(
     inputs: tuple[Path, ...], output: Path | None, model: str, suffix: str | None,
-    fmt: str | None, tile: int, device: str, precision: str, optimize: bool, skip_existing: bool,
-    overwrite: bool, recursive: bool, max_pixels: int, quality: int, quiet: bool, as_json: bool,
-    shard: str | None,
+    fmt: str | None, tile: int | str | None, max_memory: int | None, outscale: float | None,
+    tta: bool, png_compression: int, device: str, precision: str, optimize: bool,
+    skip_existing: bool, overwrite: bool, recursive: bool, max_pixels: int, quality: int,
+    quiet: bool, as_json: bool, shard: str | None,
 ) -> None:
     """Upscale image files and folders of images.
 
@@ -163,7 +176,8 @@ def upscale_command(
     main_process = rank == 0
     quiet = quiet or not main_process  # one progress display, on rank 0
 
-    upscaler = Upscaler(model, device=dev, precision=precision, tile=tile, optimize=optimize)
+    upscaler = Upscaler(model, device=dev, precision=precision, tile=tile, optimize=optimize,
+                        max_memory=max_memory, outscale=outscale, tta=tta)
     if upscaler.device.type == "cpu" and cpu_lacks_fast(upscaler.dtype) and main_process:
         err_console.print(f"warning: this CPU has no {precision} instructions, so --precision "
                           f"{precision} runs much slower than fp32", highlight=False)
@@ -199,19 +213,52 @@ def upscale_command(
 
         mine = upscale_batch(
             upscaler, jobs, skip_existing=skip_existing, max_pixels=max_pixels, quality=quality,
-            on_start=on_start, on_tile=lambda: progress.advance(tiles_task),
+            png_compression=png_compression, on_start=on_start,
+            on_tile=lambda: progress.advance(tiles_task),
             on_done=None if as_json else on_done,
         )
     summary = BatchSummary([r for share in distributed.gather(failures + mine.results)
                             for r in share])
     distributed.finish()
+    tiles = upscaler.stats.describe()
     if main_process and as_json:
-        click.echo(json.dumps(summary.to_dict(), indent=2))
+        click.echo(json.dumps({**summary.to_dict(), "tiles": tiles,
+                               "oom_retries": upscaler.stats.oom_retries}, indent=2))
     elif main_process and not quiet:
         err_console.print(
             f"{summary.count('written')} written, {summary.count('skipped')} skipped, "
-            f"{summary.count('failed')} failed", highlight=False)
+            f"{summary.count('failed')} failed" + (f"; {tiles}" if tiles else ""),
+            highlight=False)
     sys.exit(1 if summary.failed else 0)
+
+
+def tile_option(value: str | int) -> int | str | None:
+    """``--tile``: auto, 0 (off) or a positive size; anything else is a usage error (exit 2)."""
+    from .upscale import parse_tile
+
+    try:
+        return parse_tile(value)
+    except SrganError as e:
+        raise click.BadParameter(str(e).removeprefix("--tile ")) from None
+
+
+def size_option(value: str | None) -> int | None:
+    """``--max-memory``: a size such as 4GiB or 512MB, in bytes; a usage error if bad."""
+    from .memory import parse_size
+
+    try:
+        return None if value is None else parse_size(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def outscale_option(value: float | None) -> float | None:
+    from .outscale import check_outscale
+
+    try:
+        return check_outscale(value)
+    except SrganError as e:
+        raise click.BadParameter(str(e).removeprefix("--outscale ")) from None
 
 
 def stop_on_sigterm() -> None:
