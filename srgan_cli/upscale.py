@@ -112,7 +112,7 @@ def tta_average(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) ->
             t = torch.rot90(x.flip(-1) if flip else x, turns, (-2, -1))
             y = torch.rot90(run(t), -turns, (-2, -1))
             y = y.flip(-1) if flip else y
-            total = y.float() if total is None else total.add_(y)
+            total = y.to(torch.float32, copy=True) if total is None else total.add_(y)
     assert total is not None
     return total.div_(8)
 
