@@ -321,6 +321,12 @@ def parse_sizes(value: str) -> list[int]:
 @click.option("--ablation/--no-ablation", default=True, show_default=True,
               help="--speed: also time each optimization alone (channels_last, BN folding, "
                    "tail before shuffle, reduced-precision autocast) against the baseline.")
+@click.option("--end-to-end", "end_to_end", default=4, show_default=True,
+              type=click.IntRange(0), help="--speed: also time this many generated PNG files "
+              "through srgan upscale's batch loop (pipelined and serial) next to model-only "
+              "time; 0 = off.")
+@click.option("--tta", is_flag=True, help="Also score each network with the 8-fold "
+              "self-ensemble (srgan upscale --tta), as MODEL+tta.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 @friendly_errors
@@ -328,7 +334,8 @@ def benchmark_command(
     models: tuple[str, ...], datasets: tuple[Path, ...], scale: int, per_image: bool,
     as_json: bool, save_images: Path | None, compare_dir: Path | None,
     lpips_weights: str | None, speed: bool, sizes: list[int], precisions: tuple[str, ...],
-    tiles: tuple[int, ...], repeats: int, ablation: bool, device: str, quiet: bool,
+    tiles: tuple[int, ...], repeats: int, ablation: bool, end_to_end: int, tta: bool,
+    device: str, quiet: bool,
 ) -> None:
     """Score models with the standard SR protocol, or time them with --speed."""
     from rich.table import Table
@@ -344,23 +351,24 @@ def benchmark_command(
         precisions, tiles = precisions or ("auto",), tiles or (0,)
         configs = benchmark.speed_configs(pick_device(device), precisions, tiles, ablation)
         with progress:
-            task = progress.add_task("timing", total=len(sizes) * len(configs))
+            per_size = len(configs) + (3 if end_to_end else 0)
+            task = progress.add_task("timing", total=len(sizes) * per_size)
             rows = benchmark.run_speed(
                 models[0] if models else None, sizes, device=device, precisions=precisions,
-                tiles=tiles, repeats=repeats, ablation=ablation,
+                tiles=tiles, repeats=repeats, ablation=ablation, end_to_end=end_to_end,
                 on_row=lambda r: progress.advance(task))
         if as_json:
             click.echo(benchmark.to_json([], rows, None))
             return
         table = Table(title=f"speed: {rows[0].model} on {rows[0].device}")
-        for col in ("input", "configuration", "ms / image", "output MP/s", "x baseline",
-                    f"peak memory ({rows[0].memory_kind})"):
+        for col in ("input", "configuration", "ms / image", "images/s", "output MP/s",
+                    "x baseline", f"peak memory ({rows[0].memory_kind})"):
             table.add_column(col, justify="right" if col != "configuration" else "left")
         for row in rows:
             base = next(r for r in rows if r.size == row.size)
             table.add_row(f"{row.size}x{row.size}", row.label, f"{row.ms:.1f}",
-                          f"{row.mpix_per_s:.2f}", f"{base.ms / row.ms:.2f}x",
-                          f"{row.peak_mem_mb:.0f} MB")
+                          f"{1000 / row.ms:.3f}", f"{row.mpix_per_s:.2f}",
+                          f"{base.ms / row.ms:.2f}x", f"{row.peak_mem_mb:.0f} MB")
         out_console.print(table)
         return
 
@@ -371,12 +379,14 @@ def benchmark_command(
                                if (weights_dir() / e.filename).is_file()])
     n_images = sum(len(images.find_images(d)) for d in datasets if d.is_dir())
     with progress:
-        task = progress.add_task("scoring", total=n_images * len(models))
+        n_methods = len(models) + (sum(m not in benchmark.PSEUDO_MODELS for m in models)
+                                   if tta else 0)
+        task = progress.add_task("scoring", total=n_images * n_methods)
         scores, has_lpips = benchmark.run_quality(
             list(models), list(datasets), scale=scale, device=device,
             precision=(precisions or ("fp32",))[0], tile=(tiles or (512,))[0],
             lpips_weights=lpips_weights, save_dir=save_images, compare_dir=compare_dir,
-            on_image=lambda s: progress.advance(task))
+            on_image=lambda s: progress.advance(task), tta=tta)
     results = benchmark.summarize(scores)
     if as_json:
         click.echo(benchmark.to_json(results, [], scores if per_image else None))
