@@ -190,15 +190,19 @@ class Upscaler:
     def _device_net(self, top: int | None) -> Callable[[torch.Tensor], torch.Tensor]:
         """A tile function for ``upscale_tiled``: host (N, 3, h, w) -> device output.
 
-        ``top`` None: float32 in [0, 1]; 255 / 65535: quantised on the device to uint8 /
-        uint16 (rounded), so the copy to the host moves 1 or 2 bytes per channel, not 4.
+        ``top`` None: float32 in [0, 1]; 255: quantised on the device to uint8 (rounded);
+        65535: to 16 bits, returned as int16 with uint16's bit pattern (CUDA's support for
+        uint16 arithmetic is thin; int32 -> int16 wraps to exactly those bits). The copy to
+        the host then moves 1 or 2 bytes per channel, not 4.
         """
-        quantised = {255: torch.uint8, 65535: torch.uint16}.get(top)
 
         def net(lr: torch.Tensor) -> torch.Tensor:
             x = lr.to(self.device, torch.float32, non_blocking=True)
             out = self._forward(x)
-            return out if quantised is None else out.mul_(top).round_().to(quantised)
+            if top is None:
+                return out
+            out = out.mul_(top).round_()
+            return out.to(torch.uint8) if top == 255 else out.to(torch.int32).to(torch.int16)
 
         return net
 
@@ -280,13 +284,13 @@ class Upscaler:
         O(tile), host memory is the output plus O(tile). No ``outscale`` here.
         """
         top = 65535 if bit_depth == 16 else 255
-        dtype = torch.uint16 if bit_depth == 16 else torch.uint8
+        dtype = torch.int16 if bit_depth == 16 else torch.uint8  # int16: see _device_net
         height, width = rgb.shape[-2:]
         hwc = torch.empty((height * self.scale, width * self.scale, 3), dtype=dtype,
                           pin_memory=self.device.type == "cuda")
         out = hwc.permute(2, 0, 1)[None]
         self._assemble(rgb[None], top, out, on_tile)
-        return out[0]
+        return out[0] if bit_depth != 16 else out[0].view(torch.uint16)
 
     def upscale_picture(
         self, picture: images.Picture, on_tile: Callable[[], None] | None = None
