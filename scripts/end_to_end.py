@@ -23,6 +23,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=1)
     args = parser.parse_args()
     name, generator = speed_generator(args.model)
     upscaler = Upscaler(generator, device=args.device, precision=args.precision, tile="auto")
@@ -30,7 +31,7 @@ def main() -> None:
     print("| input | row | ms / image | images/s | x model only | peak RSS MB |")
     print("|---|---|---|---|---|---|")
     for size in args.size:
-        model = time_config(upscaler, size, args.repeats, 1, "model only (tile auto)", name,
+        model = time_config(upscaler, size, args.repeats, args.warmup, "model only (tile auto)", name,
                             args.precision)
         rows = [model] + [time_end_to_end(upscaler, size, args.images, name, args.precision,
                                           pipeline) for pipeline in (True, False)]
