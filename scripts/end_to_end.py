@@ -31,8 +31,8 @@ def main() -> None:
     print("| input | row | ms / image | images/s | x model only | peak RSS MB |")
     print("|---|---|---|---|---|---|")
     for size in args.size:
-        model = time_config(upscaler, size, args.repeats, args.warmup, "model only (tile auto)", name,
-                            args.precision)
+        model = time_config(upscaler, size, args.repeats, args.warmup,
+                            "model only (tile auto)", name, args.precision)
         rows = [model] + [time_end_to_end(upscaler, size, args.images, name, args.precision,
                                           pipeline) for pipeline in (True, False)]
         for row in rows:
