@@ -100,6 +100,7 @@ class ImageScore:
     psnr_rgb: float
     lpips: float | None
     lr_psnr: float
+    seconds: float = 0.0  # wall-clock time of the method on this image
 
 
 def load_dataset(folder: Path) -> list[tuple[str, Image.Image]]:
@@ -130,7 +131,9 @@ def score_dataset(
         hr_img = degradation.crop_to_multiple(hr_img, scale)
         lr_img = degradation.bicubic_downscale(hr_img, scale)
         hr, lr = pil_to_float(hr_img), pil_to_float(lr_img)
+        start = time.perf_counter()
         sr = method(lr_img).cpu()
+        seconds = time.perf_counter() - start
         if sr.shape != hr.shape:
             raise SrganError(f"{model} made {tuple(sr.shape)} from {name}, expected {hr.shape}")
         # metrics on the quantised output, as a saved image would score
@@ -142,6 +145,7 @@ def score_dataset(
             psnr_rgb=float(metrics.psnr(sr, hr, border=scale, y_channel=False)[0]),
             lpips=None if lpips is None else float(lpips(sr[None], hr[None])[0]),
             lr_psnr=float(metrics.lr_consistency(sr, lr, scale)[0]),
+            seconds=seconds,
         )
         if save_dir is not None:
             out = save_dir / dataset / Path(model).stem
@@ -167,6 +171,7 @@ def summarize(scores: list[ImageScore]) -> list[dict]:
             "psnr_rgb": statistics.fmean(s.psnr_rgb for s in group),
             "lpips": statistics.fmean(lp) if lp else None,
             "lr_psnr": statistics.fmean(s.lr_psnr for s in group),
+            "seconds": sum(s.seconds for s in group),
             "paper_psnr_y": paper[0] if paper else None,
             "paper_ssim_y": paper[1] if paper else None,
         })
