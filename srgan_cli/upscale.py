@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from . import images, memory
-from .checkpoints import DEFAULT_MODEL, load_model
+from .checkpoints import DEFAULT_MODEL, PERCEPTION_ENDS, load_model, load_perception_model
 from .errors import ImageError, SrganError
 from .fast import prepare_for_inference
 from .models import Generator
@@ -125,6 +125,10 @@ class Upscaler:
     same function (fp32 outputs agree to about 1e-6); ``optimize=False`` runs the network as
     trained, for comparisons. ``precision`` applies either way.
 
+    ``perception`` (0 to 1) replaces ``model`` with a mix of the shipped models' weights:
+    0 = ``srresnet-x4`` (highest PSNR, smooth), 1 = ``srgan-x4`` (sharpest textures), in
+    between = linear interpolation of the two networks (``checkpoints.interpolate_generators``).
+
     ``tile``: ``"auto"`` (default) picks the tile from the memory budget (``memory.py``;
     ``max_memory`` caps it, bytes or a size such as ``"4GiB"``), an int is a fixed core tile
     in LR pixels, 0/``None`` one pass. On ``torch.OutOfMemoryError`` the tile is halved
@@ -146,10 +150,16 @@ class Upscaler:
         outscale: float | None = None,
         tta: bool = False,
         tile_batch: int = 1,
+        perception: float | None = None,
     ) -> None:
         self.device = pick_device(device)
         self.dtype = autocast_dtype(precision, self.device)
-        if isinstance(model, Generator):
+        if perception is not None:
+            if not (isinstance(model, str) and model in (DEFAULT_MODEL, *PERCEPTION_ENDS)):
+                raise SrganError("perception mixes the shipped srresnet-x4 and srgan-x4; "
+                                 "it cannot be combined with another model")
+            self.generator = load_perception_model(perception, device=self.device)
+        elif isinstance(model, Generator):
             self.generator = model.to(self.device).eval()
         else:
             self.generator = load_model(model, device=self.device)
