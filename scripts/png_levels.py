@@ -4,7 +4,7 @@
 
 Each image is decoded once, then encoded in memory with Pillow at each level (and with the
 Z_RLE / Z_FILTERED strategies at level 1), and with this project's 16-bit writer at a few
-levels (its level 1 uses Z_RLE, as srgan's default does). Prints a Markdown table: totals
+levels (default zlib strategy, as srgan writes 16 bits). Prints a Markdown table: totals
 over the folder, and each row relative to level 6
 (Pillow's default). Single-threaded; time is wall-clock, best of ``--repeats`` runs.
 """

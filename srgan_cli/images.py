@@ -326,11 +326,15 @@ def format_for(path: str | Path, format: str | None = None) -> str:
 DEFAULT_PNG_COMPRESSION = 1
 """zlib level of PNG output (0-9). Level 1 uses zlib's run-length strategy (Z_RLE): on
 upscaled photos measured about 4x faster than Pillow's default level 6 at the same size
-(README, Performance; scripts/png_levels.py)."""
+(README, Performance; scripts/png_levels.py). 16-bit PNGs use the default strategy."""
 
 
 def _png_strategy(level: int) -> int:
-    """zlib strategy for a PNG level: Z_RLE at level 1, the default strategy otherwise."""
+    """zlib strategy for an 8-bit PNG level: Z_RLE at level 1, the default otherwise.
+
+    Not for 16-bit PNGs: their noisy low bytes defeat run-length matching (measured 1.4x
+    larger files than the default strategy at level 1).
+    """
     return zlib.Z_RLE if level == 1 else zlib.Z_DEFAULT_STRATEGY
 
 
@@ -520,8 +524,7 @@ def _encode_png16(
         out.append(_png_chunk(b"pHYs", struct.pack(">IIB", *per_metre, 1)))
     if exif:
         out.append(_png_chunk(b"eXIf", exif.removeprefix(b"Exif\x00\x00")))
-    packer = zlib.compressobj(level, zlib.DEFLATED, 15, 8, _png_strategy(level))
-    idat = packer.compress(scanlines.tobytes()) + packer.flush()
+    idat = zlib.compress(scanlines.tobytes(), level)  # Z_RLE measured 1.4x larger here
     out += [_png_chunk(b"IDAT", idat), _png_chunk(b"IEND", b"")]
     return b"".join(out)
 
