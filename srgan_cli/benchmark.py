@@ -436,7 +436,7 @@ def time_end_to_end(
 def run_speed(
     model: str | None, sizes: list[int], device: str = "auto",
     precisions: tuple[str, ...] = ("auto",), tiles: tuple[int, ...] = (0,),
-    repeats: int = 3, warmup: int = 1, ablation: bool = True, end_to_end: int = 4,
+    repeats: int = 3, warmup: int = 1, ablation: bool = True, end_to_end: int = 0,
     on_row: Callable[[SpeedRow], None] | None = None,
 ) -> list[SpeedRow]:
     """Time every ``speed_configs`` row at each size; ``x baseline`` is the first row's ms.
