@@ -84,7 +84,9 @@ def model_label(name: str) -> str:
     return path.stem if path.suffix == ".safetensors" else path.name
 
 
-def make_method(name: str, scale: int, device: str, precision: str, tile: int | None) -> Method:
+def make_method(
+    name: str, scale: int, device: str, precision: str, tile: int | None, tta: bool = False
+) -> Method:
     """A pseudo-model (Pillow resize), a perception mix (``perception=P``) or a network
     loaded by name."""
     if name in PSEUDO_MODELS:
@@ -93,9 +95,10 @@ def make_method(name: str, scale: int, device: str, precision: str, tile: int | 
                                                   resample))
     if name.startswith(PERCEPTION_PREFIX):
         perception = float(name.removeprefix(PERCEPTION_PREFIX))
-        upscaler = Upscaler(device=device, precision=precision, tile=tile, perception=perception)
+        upscaler = Upscaler(device=device, precision=precision, tile=tile, perception=perception,
+                            tta=tta)
     else:
-        upscaler = Upscaler(name, device=device, precision=precision, tile=tile)
+        upscaler = Upscaler(name, device=device, precision=precision, tile=tile, tta=tta)
     if upscaler.scale != scale:
         raise SrganError(f"model {name!r} upscales x{upscaler.scale}, but --scale is {scale}")
     return lambda lr: upscaler.upscale_tensor(pil_to_float(lr))
@@ -116,6 +119,7 @@ class ImageScore:
     psnr_rgb: float
     lpips: float | None
     lr_psnr: float
+    seconds: float = 0.0  # wall-clock time of the method on this image
 
 
 def big_enough_to_score(width: int, height: int, scale: int) -> bool:
@@ -164,7 +168,9 @@ def score_dataset(
         hr_img = degradation.crop_to_multiple(hr_img, scale)
         lr_img = degradation.bicubic_downscale(hr_img, scale)
         hr, lr = pil_to_float(hr_img), pil_to_float(lr_img)
+        start = time.perf_counter()
         sr = method(lr_img).cpu()
+        seconds = time.perf_counter() - start
         if sr.shape != hr.shape:
             raise SrganError(f"{model} made {tuple(sr.shape)} from {name}, expected {hr.shape}")
         # metrics on the quantised output, as a saved image would score
@@ -176,6 +182,7 @@ def score_dataset(
             psnr_rgb=float(metrics.psnr(sr, hr, border=scale, y_channel=False)[0]),
             lpips=None if lpips is None else float(lpips(sr[None], hr[None])[0]),
             lr_psnr=float(metrics.lr_consistency(sr, lr, scale)[0]),
+            seconds=seconds,
         )
         if save_dir is not None:
             path = saved_image_path(save_dir, dataset, model, name)
@@ -226,6 +233,7 @@ def summarize(scores: list[ImageScore]) -> list[dict]:
             "psnr_rgb": statistics.fmean(s.psnr_rgb for s in group),
             "lpips": statistics.fmean(lp) if lp else None,
             "lr_psnr": statistics.fmean(s.lr_psnr for s in group),
+            "seconds": sum(s.seconds for s in group),
             "paper_psnr_y": paper[0] if paper else None,
             "paper_ssim_y": paper[1] if paper else None,
         })
@@ -265,20 +273,26 @@ def run_quality(
     precision: str = "fp32", tile: int | None = 512, lpips_weights: str | None = None,
     save_dir: Path | None = None, compare_dir: Path | None = None,
     on_image: Callable[[ImageScore], None] | None = None, overwrite: bool = False,
-    on_skip: Callable[[Path, str], None] | None = None,
+    on_skip: Callable[[Path, str], None] | None = None, tta: bool = False,
 ) -> tuple[list[ImageScore], bool]:
     """Score every model on every dataset; returns per-image scores and whether LPIPS ran.
 
+    ``tta``: each network is also scored with the 8-fold self-ensemble, as ``MODEL+tta``.
     Files that cannot be scored are left out, each reported as ``on_skip(path, reason)``.
     Earlier ``save_dir``/``compare_dir`` results are replaced only with ``overwrite``.
     """
+    tta_names = [f"{m}+tta" for m in models if m not in PSEUDO_MODELS] if tta else []
     loaded = {folder: load_dataset(folder, scale) for folder in datasets}
     if not overwrite:
         refuse_earlier_results(
-            models, [(f.name, [n for n, _ in hr]) for f, (hr, _) in loaded.items()], save_dir,
+            [*models, *tta_names],
+            [(f.name, [n for n, _ in hr]) for f, (hr, _) in loaded.items()], save_dir,
             compare_dir)
     lpips = metrics.load_lpips(lpips_weights)
     methods = {m: make_method(m, scale, device, precision, tile) for m in models}
+    if tta:
+        methods.update({f"{m}+tta": make_method(m, scale, device, precision, tile, tta=True)
+                        for m in models if m not in PSEUDO_MODELS})
     scores: list[ImageScore] = []
     for folder in datasets:
         hr_images, skipped = loaded[folder]
@@ -312,7 +326,7 @@ class SpeedRow:
     size: int
     device: str
     precision: str
-    tile: int | None
+    tile: int | str | None
     label: str
     ms: float
     mpix_per_s: float
@@ -438,13 +452,54 @@ def speed_configs(
     return configs
 
 
+def time_end_to_end(
+    upscaler: Upscaler, size: int, n_images: int, model_name: str, precision: str,
+    pipeline: bool = True,
+) -> SpeedRow:
+    """A folder of ``n_images`` generated size x size PNGs through ``upscale_batch`` (the code
+    of ``srgan upscale``: decode, network, encode, atomic write) to PNG; ms per image."""
+    import tempfile
+
+    import numpy as np
+
+    from .upscale import upscale_batch
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory(prefix="srgan-speed-") as tmp:
+        jobs = []
+        for i in range(n_images):  # smooth random scenes: noise, bicubic-enlarged 8x
+            small = rng.integers(0, 256, (max(size // 8, 1), max(size // 8, 1), 3), np.uint8)
+            path = Path(tmp) / f"in{i}.png"
+            Image.fromarray(small).resize((size, size), Image.BICUBIC).save(path)
+            jobs.append((path, Path(tmp) / "out" / path.name))
+        with PeakRSS() as rss:
+            start = time.perf_counter()
+            summary = upscale_batch(upscaler, jobs, pipeline=pipeline)
+            elapsed = time.perf_counter() - start
+        if summary.failed:
+            raise SrganError(f"end-to-end run failed: {summary.failed[0].reason}")
+    ms = elapsed / n_images * 1000
+    label = (f"end to end: {n_images} PNG files -> PNG, "
+             f"{'pipelined' if pipeline else 'serial'} (srgan upscale)")
+    return SpeedRow(model=model_name, size=size, device=str(upscaler.device), precision=precision,
+                    tile=upscaler.tile, label=label, ms=ms,
+                    mpix_per_s=(size * upscaler.scale) ** 2 / 1e6 / (ms / 1000),
+                    peak_mem_mb=rss.peak / 2**20, memory_kind="process RSS")
+
+
 def run_speed(
     model: str | None, sizes: list[int], device: str = "auto",
     precisions: tuple[str, ...] = ("auto",), tiles: tuple[int, ...] = (0,),
-    repeats: int = 3, warmup: int = 1, ablation: bool = True,
+    repeats: int = 3, warmup: int = 1, ablation: bool = True, end_to_end: int = 0,
     on_row: Callable[[SpeedRow], None] | None = None,
 ) -> list[SpeedRow]:
-    """Time every ``speed_configs`` row at each size; ``x baseline`` is the first row's ms."""
+    """Time every ``speed_configs`` row at each size; ``x baseline`` is the first row's ms.
+
+    With ``end_to_end`` N > 0, three more rows per size with ``srgan upscale``'s defaults
+    (fast path, first precision, ``--tile auto``), side by side: model only (the
+    network on an in-memory tensor), then N PNG files through the pipelined and the serial
+    batch loop.
+    """
     name, generator = speed_generator(model)
     dev = pick_device(device)
     generator = generator.to(dev).eval()
@@ -460,6 +515,17 @@ def run_speed(
             rows.append(row)
             if on_row:
                 on_row(row)
+        if end_to_end > 0:
+            upscaler = Upscaler(generator, device=dev, precision=precisions[0], tile="auto")
+            label = "model only: fast path, tile auto (srgan upscale's network time)"
+            e2e_rows = [time_config(upscaler, size, repeats, warmup, label, name, precisions[0])]
+            for pipeline in (True, False):
+                e2e_rows.append(time_end_to_end(upscaler, size, end_to_end, name, precisions[0],
+                                                pipeline))
+            for row in e2e_rows:
+                rows.append(row)
+                if on_row:
+                    on_row(row)
     return rows
 
 

@@ -156,8 +156,20 @@ def check_suffix_option(ctx, param, value: str | None) -> str | None:
               help="Added to output file names. Default: '_x4' beside the inputs, none with -o.")
 @click.option("--format", "fmt", type=click.Choice(["png", "jpg", "webp", "tif", "bmp"]),
               help="Output format. Default: the -o file's extension, else the input's own format.")
-@click.option("--tile", default=512, show_default=True,
-              help="Tile size in input pixels for bounded memory (0 = whole image at once).")
+@click.option("--tile", default="auto", show_default=True, callback=lambda c, p, v: tile_option(v),
+              help="Tile size in input pixels for bounded memory: auto (from the free memory "
+                   "and --max-memory), N, or 0 (whole image at once).")
+@click.option("--max-memory", callback=lambda c, p, v: size_option(v),
+              help="Cap on what the network may use on the device, e.g. 4GiB or 512MB "
+                   "(--tile auto). Default: free GPU memory; 4 GiB on CPU.")
+@click.option("--outscale", type=float, callback=lambda c, p, v: outscale_option(v),
+              help="Final scale factor, e.g. 2, 3 or 6.5: the network's x4, then a Lanczos "
+                   "resize to round(input size x factor).")
+@click.option("--tta", is_flag=True,
+              help="Self-ensemble: average the 8 flips/rotations (8x slower, higher PSNR).")
+@click.option("--png-compression", type=click.IntRange(0, 9),
+              default=images.DEFAULT_PNG_COMPRESSION, show_default=True,
+              help="zlib level of PNG output: 0 fastest/largest .. 9 smallest/slowest.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
               show_default=True, help="auto = fp16 on CUDA, fp32 on CPU.")
@@ -182,10 +194,10 @@ def check_suffix_option(ctx, param, value: str | None) -> str | None:
 @friendly_errors
 def upscale_command(
     inputs: tuple[Path, ...], output: str | None, model: str, perception: float | None,
-    suffix: str | None,
-    fmt: str | None, tile: int, device: str, precision: str, optimize: bool, skip_existing: bool,
-    overwrite: bool, recursive: bool, max_pixels: int, quality: int, quiet: bool, as_json: bool,
-    shard: Shard | None,
+    suffix: str | None, fmt: str | None, tile: int | str | None, max_memory: int | None,
+    outscale: float | None, tta: bool, png_compression: int, device: str, precision: str,
+    optimize: bool, skip_existing: bool, overwrite: bool, recursive: bool, max_pixels: int,
+    quality: int, quiet: bool, as_json: bool, shard: Shard | None,
 ) -> None:
     """Upscale image files and folders of images.
 
@@ -215,7 +227,8 @@ def upscale_command(
     quiet = quiet or not main_process  # one progress display, on rank 0
 
     upscaler = Upscaler(model, device=dev, precision=precision, tile=tile, optimize=optimize,
-                        perception=perception)
+                        perception=perception, max_memory=max_memory, outscale=outscale,
+                        tta=tta)
     if upscaler.device.type == "cpu" and cpu_lacks_fast(upscaler.dtype) and main_process:
         err_console.print(f"warning: this CPU has no {precision} instructions, so --precision "
                           f"{precision} runs much slower than fp32", highlight=False)
@@ -250,19 +263,52 @@ def upscale_command(
 
         mine = upscale_batch(
             upscaler, jobs, skip_existing=skip_existing, max_pixels=max_pixels, quality=quality,
-            on_start=on_start, on_tile=lambda: progress.advance(tiles_task),
+            png_compression=png_compression, on_start=on_start,
+            on_tile=lambda: progress.advance(tiles_task),
             on_done=None if as_json else on_done,
         )
     summary = BatchSummary([r for share in distributed.gather(failures + mine.results)
                             for r in share])
     distributed.finish()
+    tiles = upscaler.stats.describe()
     if main_process and as_json:
-        click.echo(to_json(summary.to_dict()))
+        click.echo(to_json({**summary.to_dict(), "tiles": tiles,
+                            "oom_retries": upscaler.stats.oom_retries}))
     elif main_process and not quiet:
         err_console.print(
             f"{summary.count('written')} written, {summary.count('skipped')} skipped, "
-            f"{summary.count('failed')} failed", highlight=False)
+            f"{summary.count('failed')} failed" + (f"; {tiles}" if tiles else ""),
+            highlight=False)
     sys.exit(1 if summary.failed else 0)
+
+
+def tile_option(value: str | int) -> int | str | None:
+    """``--tile``: auto, 0 (off) or a positive size; anything else is a usage error (exit 2)."""
+    from .upscale import parse_tile
+
+    try:
+        return parse_tile(value)
+    except SrganError as e:
+        raise click.BadParameter(str(e).removeprefix("--tile ")) from None
+
+
+def size_option(value: str | None) -> int | None:
+    """``--max-memory``: a size such as 4GiB or 512MB, in bytes; a usage error if bad."""
+    from .memory import parse_size
+
+    try:
+        return None if value is None else parse_size(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def outscale_option(value: float | None) -> float | None:
+    from .outscale import check_outscale
+
+    try:
+        return check_outscale(value)
+    except SrganError as e:
+        raise click.BadParameter(str(e).removeprefix("--outscale ")) from None
 
 
 def stop_on_sigterm() -> None:
@@ -330,6 +376,12 @@ def parse_sizes(value: str) -> list[int]:
 @click.option("--ablation/--no-ablation", default=True, show_default=True,
               help="--speed: also time each optimization alone (channels_last, BN folding, "
                    "tail before shuffle, reduced-precision autocast) against the baseline.")
+@click.option("--end-to-end", "end_to_end", default=4, show_default=True,
+              type=click.IntRange(0), help="--speed: also time this many generated PNG files "
+              "through srgan upscale's batch loop (pipelined and serial) next to model-only "
+              "time; 0 = off.")
+@click.option("--tta", is_flag=True, help="Also score each network with the 8-fold "
+              "self-ensemble (srgan upscale --tta), as MODEL+tta.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 @friendly_errors
@@ -338,7 +390,8 @@ def benchmark_command(
     scale: int, per_image: bool,
     as_json: bool, save_images: Path | None, compare_dir: Path | None, overwrite: bool,
     lpips_weights: str | None, speed: bool, sizes: list[int], precisions: tuple[str, ...],
-    tiles: tuple[int, ...], repeats: int, ablation: bool, device: str, quiet: bool,
+    tiles: tuple[int, ...], repeats: int, ablation: bool, end_to_end: int, tta: bool,
+    device: str, quiet: bool,
 ) -> None:
     """Score models with the standard SR protocol, or time them with --speed."""
     from rich.table import Table
@@ -354,23 +407,24 @@ def benchmark_command(
         precisions, tiles = precisions or ("auto",), tiles or (0,)
         configs = benchmark.speed_configs(pick_device(device), precisions, tiles, ablation)
         with progress:
-            task = progress.add_task("timing", total=len(sizes) * len(configs))
+            per_size = len(configs) + (3 if end_to_end else 0)
+            task = progress.add_task("timing", total=len(sizes) * per_size)
             rows = benchmark.run_speed(
                 models[0] if models else None, sizes, device=device, precisions=precisions,
-                tiles=tiles, repeats=repeats, ablation=ablation,
+                tiles=tiles, repeats=repeats, ablation=ablation, end_to_end=end_to_end,
                 on_row=lambda r: progress.advance(task))
         if as_json:
             click.echo(benchmark.to_json([], rows, None))
             return
         table = Table(title=f"speed: {rows[0].model} on {rows[0].device}")
-        for col in ("input", "configuration", "ms / image", "output MP/s", "x baseline",
-                    f"peak memory ({rows[0].memory_kind})"):
+        for col in ("input", "configuration", "ms / image", "images/s", "output MP/s",
+                    "x baseline", f"peak memory ({rows[0].memory_kind})"):
             table.add_column(col, justify="right" if col != "configuration" else "left")
         for row in rows:
             base = next(r for r in rows if r.size == row.size)
             table.add_row(f"{row.size}x{row.size}", row.label, f"{row.ms:.1f}",
-                          f"{row.mpix_per_s:.2f}", f"{base.ms / row.ms:.2f}x",
-                          f"{row.peak_mem_mb:.0f} MB")
+                          f"{1000 / row.ms:.3f}", f"{row.mpix_per_s:.2f}",
+                          f"{base.ms / row.ms:.2f}x", f"{row.peak_mem_mb:.0f} MB")
         out_console.print(table)
         return
 
@@ -391,12 +445,15 @@ def benchmark_command(
                                    soft_wrap=True)
 
     with progress:
-        task = progress.add_task("scoring", total=n_images * len(models))
+        n_methods = len(models) + (sum(m not in benchmark.PSEUDO_MODELS for m in models)
+                                   if tta else 0)
+        task = progress.add_task("scoring", total=n_images * n_methods)
         scores, has_lpips = benchmark.run_quality(
             list(models), list(datasets), scale=scale, device=device,
             precision=(precisions or ("fp32",))[0], tile=(tiles or (512,))[0],
             lpips_weights=lpips_weights, save_dir=save_images, compare_dir=compare_dir,
-            on_image=lambda s: progress.advance(task), overwrite=overwrite, on_skip=on_skip)
+            on_image=lambda s: progress.advance(task), overwrite=overwrite, on_skip=on_skip,
+            tta=tta)
     results = benchmark.summarize(scores)
     if as_json:
         click.echo(benchmark.to_json(results, [], scores if per_image else None, skipped))
