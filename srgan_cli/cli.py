@@ -377,6 +377,10 @@ def benchmark_command(
 @click.option("--batch-size", type=int, help="Global batch: under torchrun each process "
               "takes an equal share. [default: 16]")
 @click.option("--patch-size", type=int, help="HR patch size in pixels. [default: 96]")
+@click.option("--degradation", type=click.Choice(["bicubic", "realistic"]),
+              help="How LR patches are made: bicubic (the paper) or realistic (Real-ESRGAN's "
+              "blur/resize/noise/JPEG, for real photos; ranges in the config's [realistic] "
+              "table). [default: bicubic]")
 @click.option("--lr", type=float, help="Adam learning rate. [default: 1e-4]")
 @click.option("--init", help="Generator to start from (path, registry name or hf://).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out where it stopped.")
