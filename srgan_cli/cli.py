@@ -262,6 +262,10 @@ def parse_sizes(value: str) -> list[int]:
               help="Write side-by-side crops (LR / each model / HR) to DIR/DATASET/IMAGE.png.")
 @click.option("--lpips-weights", envvar="SRGAN_LPIPS_WEIGHTS",
               help="vgg16_lpips.safetensors for LPIPS (or $SRGAN_LPIPS_WEIGHTS); else omitted.")
+@click.option("--degradation", "degradation_kind", default="bicubic", show_default=True,
+              type=click.Choice(["bicubic", "realistic-eval"]),
+              help="LR inputs: bicubic (the paper's protocol), or realistic-eval: also fixed, "
+                   "seeded JPEG / noise+JPEG / blur+JPEG inputs, scored against clean HR.")
 @click.option("--speed", is_flag=True, help="Measure speed and memory instead of quality.")
 @click.option("--size", "sizes", default="256", show_default=True, callback=lambda c, p, v:
               parse_sizes(v), help="--speed: input sizes (square), comma-separated.")
@@ -282,6 +286,7 @@ def benchmark_command(
     as_json: bool, save_images: Path | None, compare_dir: Path | None,
     lpips_weights: str | None, speed: bool, sizes: list[int], precisions: tuple[str, ...],
     tiles: tuple[int, ...], repeats: int, ablation: bool, device: str, quiet: bool,
+    degradation_kind: str,
 ) -> None:
     """Score models with the standard SR protocol, or time them with --speed."""
     from rich.table import Table
@@ -323,13 +328,14 @@ def benchmark_command(
         models = ("bicubic", *[n for n, e in REGISTRY.items()
                                if (weights_dir() / e.filename).is_file()])
     n_images = sum(len(images.find_images(d)) for d in datasets if d.is_dir())
+    n_inputs = n_images * len(benchmark.lr_makers("", degradation_kind, scale))
     with progress:
-        task = progress.add_task("scoring", total=n_images * len(models))
+        task = progress.add_task("scoring", total=n_inputs * len(models))
         scores, has_lpips = benchmark.run_quality(
             list(models), list(datasets), scale=scale, device=device,
             precision=(precisions or ("fp32",))[0], tile=(tiles or (512,))[0],
             lpips_weights=lpips_weights, save_dir=save_images, compare_dir=compare_dir,
-            on_image=lambda s: progress.advance(task))
+            on_image=lambda s: progress.advance(task), degradation_kind=degradation_kind)
     results = benchmark.summarize(scores)
     if as_json:
         click.echo(benchmark.to_json(results, [], scores if per_image else None))
