@@ -129,9 +129,11 @@ class RealisticDegradation:
         for f in fields(self):
             value = getattr(self, f.name)
             is_prob = f.name.endswith(("_prob", "_prob2"))
-            probs = value if isinstance(value, tuple) else (value,)
-            if is_prob and (not all(0 <= q <= 1 for q in probs) or sum(probs) <= 0):
-                raise ValueError(f"{f.name} = {value}: probabilities must be in [0, 1]")
+            choices = isinstance(value, tuple)  # one probability per option: some must be > 0
+            probs = value if choices else (value,)
+            if is_prob and (not all(0 <= q <= 1 for q in probs) or choices and sum(probs) == 0):
+                raise ValueError(f"{f.name} = {value}: probabilities must be in [0, 1]"
+                                 + (", not all 0" if choices else ""))
             is_range = "range" in f.name or "sigma" in f.name
             if is_range and (len(value) != 2 or not 0 <= value[0] <= value[1]):
                 raise ValueError(f"{f.name} = {value}: expected [low, high], 0 <= low <= high")
