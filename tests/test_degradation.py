@@ -305,3 +305,12 @@ def test_benchmark_realistic_eval_rows(tmp_path, tiny_checkpoint):
     clean = next(r for r in rows if r["dataset"] == "Tiny" and r["model"] == "bicubic")
     jpeg = next(r for r in rows if r["dataset"] == "Tiny+jpeg75" and r["model"] == "bicubic")
     assert jpeg["psnr_y"] < clean["psnr_y"]
+
+
+def test_the_real_photo_recipe_loads_with_real_esrgan_ranges():
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "srgan-real-x4.toml"
+    config = load_config(recipe)
+    assert (config.degradation, config.phase, config.scale) == ("realistic", "all", 4)
+    assert config.realistic == RealisticDegradation(), "the table spells out the defaults"
