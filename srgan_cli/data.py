@@ -15,8 +15,8 @@ The LR patch is made from the augmented HR patch by ``degradation.bicubic_downsc
 same function the benchmark uses, so training and evaluation see the same degradation; or,
 with ``realistic`` parameters, by ``degradation.realistic_lr`` (Real-ESRGAN's blur, resize,
 noise and JPEG chain), drawing its random choices from the same per-sample generator, so
-such samples too are a pure function of ``(seed, index)``. It runs where the sample is made
-(the DataLoader worker processes, on the CPU), where Pillow's JPEG codec is.
+such samples too are a pure function of ``(seed, index)``. It runs where samples are made:
+on the CPU, in the DataLoader worker processes (or this one), where Pillow's JPEG codec is.
 
 Samples are uint8 tensors (the cheapest to move around); ``to_unit_range`` turns them into
 the float [0, 1] convention of ``models.py`` on the training device.
