@@ -383,7 +383,8 @@ class EvalDegradation:
         if self.blur_sigma > 0:
             size = 2 * math.ceil(3 * self.blur_sigma) + 1
             kernel = kernels.shaped_kernel("gaussian", size, self.blur_sigma, self.blur_sigma, 0)
-            hr = tensor_to_pil(blur(pil_to_tensor(hr)[None].float() / 255, kernel)[0])
+            # float64: the 8-bit result cannot depend on the CPU's FFT rounding
+            hr = tensor_to_pil(blur(pil_to_tensor(hr)[None].double() / 255, kernel)[0])
         lr = bicubic_downscale(hr, scale)
         if self.noise_sigma == 0 and not self.jpeg_quality:
             return lr
