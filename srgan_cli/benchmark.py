@@ -76,13 +76,32 @@ Method = Callable[[Image.Image], torch.Tensor]
 """An upscaler under test: LR RGB PIL image -> SR (3, sH, sW) float32 in [0, 1]."""
 
 
+PERCEPTION_PREFIX = "perception="
+
+
+def perception_name(perception: float) -> str:
+    """The model name of a perception mix in benchmark tables: ``perception=0.25``."""
+    return f"{PERCEPTION_PREFIX}{perception:g}"
+
+
+def model_label(name: str) -> str:
+    """A short label for tables, folders and comparison sheets: a file's stem, else the name."""
+    path = Path(name)
+    return path.stem if path.suffix == ".safetensors" else path.name
+
+
 def make_method(name: str, scale: int, device: str, precision: str, tile: int | None) -> Method:
-    """A pseudo-model (Pillow resize) or a network loaded by name."""
+    """A pseudo-model (Pillow resize), a perception mix (``perception=P``) or a network
+    loaded by name."""
     if name in PSEUDO_MODELS:
         resample = PSEUDO_MODELS[name]
         return lambda lr: pil_to_float(lr.resize((lr.width * scale, lr.height * scale),
                                                   resample))
-    upscaler = Upscaler(name, device=device, precision=precision, tile=tile)
+    if name.startswith(PERCEPTION_PREFIX):
+        perception = float(name.removeprefix(PERCEPTION_PREFIX))
+        upscaler = Upscaler(device=device, precision=precision, tile=tile, perception=perception)
+    else:
+        upscaler = Upscaler(name, device=device, precision=precision, tile=tile)
     if upscaler.scale != scale:
         raise SrganError(f"model {name!r} upscales x{upscaler.scale}, but --scale is {scale}")
     return lambda lr: upscaler.upscale_tensor(pil_to_float(lr))
@@ -172,7 +191,7 @@ def score_dataset(
             lr_psnr=float(metrics.lr_consistency(sr, lr, scale)[0]),
         )
         if save_dir is not None:
-            out = save_dir / dataset / Path(model).stem
+            out = save_dir / dataset / model_label(model)
             out.mkdir(parents=True, exist_ok=True)
             degradation.tensor_to_pil(sr).save(out / f"{name}.png")
         yield score, sr
@@ -248,7 +267,7 @@ def run_quality(
                 for score, sr in score_dataset(model, method, label, hr_images, scale, lpips,
                                                save_dir, make_lr):
                     scores.append(score)
-                    outputs.setdefault(score.image, {})[Path(model).stem] = sr
+                    outputs.setdefault(score.image, {})[model_label(model)] = sr
                     if on_image:
                         on_image(score)
             if compare_dir is not None:

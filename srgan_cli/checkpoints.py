@@ -66,6 +66,9 @@ REGISTRY: dict[str, RegisteredModel] = {
 }
 DEFAULT_MODEL = "srgan-x4"
 
+PERCEPTION_ENDS = ("srresnet-x4", "srgan-x4")
+"""The two models ``perception`` mixes: 0 = the first (fidelity), 1 = the second (realism)."""
+
 
 def weights_dir() -> Path:
     """The folder of shipped checkpoints: inside the installed package, else the checkout's."""
@@ -304,3 +307,49 @@ def load_model(
     """Load a generator by registry name, local path or ``hf://`` name (eval mode)."""
     path = resolve_model(spec, sha256=sha256)
     return load_generator(path, device=device)
+
+
+# --------------------------------------------------------------------------- interpolation
+
+
+def interpolate_generators(fidelity: Generator, realism: Generator, t: float) -> Generator:
+    """A generator whose weights are ``(1 - t) * fidelity + t * realism`` (ESRGAN's network
+    interpolation, Wang et al. 2018): one knob from the PSNR model to the GAN model.
+
+    Both networks must share one architecture (``GeneratorConfig``); ``t`` is in [0, 1].
+    ``t = 0`` and ``t = 1`` return exact copies of ``fidelity`` and ``realism``. Float
+    tensors (weights, BN statistics) are mixed; integer ones (``num_batches_tracked``) are
+    taken from ``fidelity``. The result is on ``fidelity``'s device, in eval mode.
+    """
+    if not 0.0 <= t <= 1.0:
+        raise CheckpointError(f"perception must be between 0 and 1, got {t}")
+    if fidelity.config != realism.config:
+        raise CheckpointError(
+            "cannot mix two different architectures: "
+            f"{fidelity.config.to_dict()} and {realism.config.to_dict()} (the scale, blocks "
+            "and channels must match)"
+        )
+    a, b = fidelity.state_dict(), realism.state_dict()
+    mixed = {}
+    for name, value in a.items():
+        other = b[name].to(value.device)
+        if t == 0.0 or not value.is_floating_point():
+            mixed[name] = value.clone()
+        elif t == 1.0:
+            mixed[name] = other.clone()
+        else:
+            mixed[name] = torch.lerp(value.double(), other.double(), t).to(value.dtype)
+    out = Generator(fidelity.config).to(next(fidelity.parameters()).device)
+    out.load_state_dict(mixed)
+    return out.eval()
+
+
+def load_perception_model(
+    perception: float, device: str | torch.device = "cpu",
+    ends: tuple[str, str] = PERCEPTION_ENDS,
+) -> Generator:
+    """The shipped models mixed at ``perception`` (0 = ``srresnet-x4``, 1 = ``srgan-x4``)."""
+    if not 0.0 <= perception <= 1.0:
+        raise CheckpointError(f"perception must be between 0 and 1, got {perception}")
+    fidelity, realism = (load_model(name, device=device) for name in ends)
+    return interpolate_generators(fidelity, realism, perception)

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from . import __version__, images
-from .checkpoints import DEFAULT_MODEL, REGISTRY, weights_dir
+from .checkpoints import DEFAULT_MODEL, PERCEPTION_ENDS, REGISTRY, weights_dir
 from .errors import SrganError
 
 err_console = Console(stderr=True)
@@ -111,6 +111,9 @@ def is_earlier_output(path: Path, root: Path, output: Path | None, suffix: str) 
               help="Output file (one input) or folder. Default: beside each input, with a suffix.")
 @click.option("-m", "--model", default=DEFAULT_MODEL, show_default=True,
               help="Registry name, .safetensors path, or hf://owner/repo/file.safetensors[@rev].")
+@click.option("--perception", type=click.FloatRange(0, 1), default=None,
+              help="Mix the shipped models' weights: 0 = srresnet-x4 (highest fidelity), "
+                   "1 = srgan-x4 (sharpest textures), e.g. 0.5 in between.")
 @click.option("--suffix", default=None,
               help="Added to output file names. Default: '_x4' beside the inputs, none with -o.")
 @click.option("--format", "fmt", type=click.Choice(["png", "jpg", "webp", "tif", "bmp"]),
@@ -138,7 +141,8 @@ def is_earlier_output(path: Path, root: Path, output: Path | None, suffix: str) 
                    "--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT.")
 @friendly_errors
 def upscale_command(
-    inputs: tuple[Path, ...], output: Path | None, model: str, suffix: str | None,
+    inputs: tuple[Path, ...], output: Path | None, model: str, perception: float | None,
+    suffix: str | None,
     fmt: str | None, tile: int, device: str, precision: str, optimize: bool, skip_existing: bool,
     overwrite: bool, recursive: bool, max_pixels: int, quality: int, quiet: bool, as_json: bool,
     shard: str | None,
@@ -152,6 +156,8 @@ def upscale_command(
     from .upscale import BatchSummary, FileResult, Upscaler, cpu_lacks_fast, upscale_batch
 
     stop_on_sigterm()
+    if perception is not None and model not in (DEFAULT_MODEL, *PERCEPTION_ENDS):
+        raise click.UsageError("--perception mixes srresnet-x4 and srgan-x4; drop --model")
     if skip_existing and overwrite:
         raise click.UsageError("--skip-existing and --overwrite contradict each other")
     if shard is not None and distributed.under_torchrun():
@@ -163,7 +169,8 @@ def upscale_command(
     main_process = rank == 0
     quiet = quiet or not main_process  # one progress display, on rank 0
 
-    upscaler = Upscaler(model, device=dev, precision=precision, tile=tile, optimize=optimize)
+    upscaler = Upscaler(model, device=dev, precision=precision, tile=tile, optimize=optimize,
+                        perception=perception)
     if upscaler.device.type == "cpu" and cpu_lacks_fast(upscaler.dtype) and main_process:
         err_console.print(f"warning: this CPU has no {precision} instructions, so --precision "
                           f"{precision} runs much slower than fp32", highlight=False)
@@ -251,6 +258,9 @@ def parse_sizes(value: str) -> list[int]:
 @click.option("-m", "--model", "models", multiple=True,
               help="Model name/path, or 'bicubic' / 'nearest' (repeatable). "
                    "Default: bicubic plus the shipped models that are installed.")
+@click.option("--perception", "perceptions", multiple=True, type=click.FloatRange(0, 1),
+              help="Also score the srresnet-x4/srgan-x4 mix at this perception (repeatable; "
+                   "rows are named perception=P).")
 @click.option("-d", "--data", "datasets", multiple=True, type=click.Path(path_type=Path),
               help="Folder of HR images, e.g. ../shared/datasets/Set5 (repeatable).")
 @click.option("--scale", default=4, show_default=True)
@@ -282,7 +292,8 @@ def parse_sizes(value: str) -> list[int]:
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 @friendly_errors
 def benchmark_command(
-    models: tuple[str, ...], datasets: tuple[Path, ...], scale: int, per_image: bool,
+    models: tuple[str, ...], perceptions: tuple[float, ...], datasets: tuple[Path, ...],
+    scale: int, per_image: bool,
     as_json: bool, save_images: Path | None, compare_dir: Path | None,
     lpips_weights: str | None, speed: bool, sizes: list[int], precisions: tuple[str, ...],
     tiles: tuple[int, ...], repeats: int, ablation: bool, device: str, quiet: bool,
@@ -324,9 +335,10 @@ def benchmark_command(
 
     if not datasets:
         raise click.UsageError("give at least one --data folder of HR images (or use --speed)")
-    if not models:
+    if not models and not perceptions:
         models = ("bicubic", *[n for n, e in REGISTRY.items()
                                if (weights_dir() / e.filename).is_file()])
+    models = (*models, *[benchmark.perception_name(p) for p in perceptions])
     n_images = sum(len(images.find_images(d)) for d in datasets if d.is_dir())
     n_inputs = n_images * len(benchmark.lr_makers("", degradation_kind, scale))
     with progress:

@@ -483,6 +483,8 @@ class Trainer:
             for phase in plan_phases(cfg):
                 if self.step >= phase.end:
                     continue
+                if self.stopped_at_step():
+                    break
                 self.enter_phase(phase)
                 if resumed is not None:  # optimizers only if saved in this very phase
                     tensors, state = resumed
@@ -506,6 +508,11 @@ class Trainer:
                     soft_wrap=True)
             raise KeyboardInterrupt
 
+    def stopped_at_step(self) -> bool:
+        """Whether the config's ``stop_at`` step is reached (a run cut short on purpose, e.g.
+        to reproduce a run that stopped early; the schedule still spans the whole phase)."""
+        return 0 < self.config.stop_at <= self.step
+
     def request_stop(self) -> None:
         self.stop_requested = True
 
@@ -521,7 +528,7 @@ class Trainer:
         self.display.phase(phase.name, self.step, phase.end)
         sums: dict[str, float] = {}
         count, window_steps, window_start = 0, 0, time.perf_counter()
-        while self.step < phase.end and not self.agreed_stop():
+        while self.step < phase.end and not self.agreed_stop() and not self.stopped_at_step():
             lr_value = learning_rate(cfg, schedule, self.step - phase.start, phase.steps)
             for optimizer in (self.opt_g, self.opt_d if phase.name == "gan" else None):
                 for group in optimizer.param_groups if optimizer else []:

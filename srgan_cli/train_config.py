@@ -83,6 +83,7 @@ class TrainConfig:
     save_every: int = 5000
     keep: int = 3  # step checkpoints kept in RUN_DIR/checkpoints
     max_nonfinite: int = 3  # consecutive non-finite steps before stopping
+    stop_at: int = 0  # stop (and save) after this global step, schedule unchanged; 0 = never
 
     def __post_init__(self) -> None:
         choices = {"degradation": DEGRADATIONS, "phase": PHASES, "pretrain_schedule": SCHEDULES,
@@ -102,6 +103,8 @@ class TrainConfig:
                 f"patch_size {self.patch_size} must be a multiple of the scale {self.scale}")
         if not 0 <= self.ema < 1:
             raise TrainingError(f"ema must be in [0, 1), got {self.ema}")
+        if self.stop_at < 0:
+            raise TrainingError(f"stop_at must be 0 (off) or a step number, got {self.stop_at}")
         if self.lr <= 0:
             raise TrainingError(f"lr must be positive, got {self.lr}")
 

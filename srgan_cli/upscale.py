@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from . import images
-from .checkpoints import DEFAULT_MODEL, load_model
+from .checkpoints import DEFAULT_MODEL, PERCEPTION_ENDS, load_model, load_perception_model
 from .errors import SrganError
 from .fast import prepare_for_inference
 from .models import Generator
@@ -74,6 +74,10 @@ class Upscaler:
     BatchNorm folded, channels_last, the tail conv before the last shuffle. It computes the
     same function (fp32 outputs agree to about 1e-6); ``optimize=False`` runs the network as
     trained, for comparisons. ``precision`` applies either way.
+
+    ``perception`` (0 to 1) replaces ``model`` with a mix of the shipped models' weights:
+    0 = ``srresnet-x4`` (highest PSNR, smooth), 1 = ``srgan-x4`` (sharpest textures), in
+    between = linear interpolation of the two networks (``checkpoints.interpolate_generators``).
     """
 
     def __init__(
@@ -84,10 +88,16 @@ class Upscaler:
         tile: int | None = DEFAULT_TILE,
         overlap: int | None = None,
         optimize: bool = True,
+        perception: float | None = None,
     ) -> None:
         self.device = pick_device(device)
         self.dtype = autocast_dtype(precision, self.device)
-        if isinstance(model, Generator):
+        if perception is not None:
+            if not (isinstance(model, str) and model in (DEFAULT_MODEL, *PERCEPTION_ENDS)):
+                raise SrganError("perception mixes the shipped srresnet-x4 and srgan-x4; "
+                                 "it cannot be combined with another model")
+            self.generator = load_perception_model(perception, device=self.device)
+        elif isinstance(model, Generator):
             self.generator = model.to(self.device).eval()
         else:
             self.generator = load_model(model, device=self.device)

@@ -213,3 +213,15 @@ def test_weights_are_found_from_an_installed_wheel(tmp_path):
         capture_output=True, text=True, env={"PYTHONPATH": str(site), "PATH": ""}, cwd=tmp_path)
     assert probe.returncode == 0, probe.stderr
     assert probe.stdout.strip() == str(site / "srgan_cli" / "weights")
+    for name in ("srresnet-x4", "srgan-x4"):  # the shipped weights, not only the folder
+        assert (site / "srgan_cli" / "weights" / f"{name}.safetensors").is_file()
+    # the default model upscales offline from the wheel, with no checkout around
+    from PIL import Image
+
+    Image.new("RGB", (12, 10), (90, 140, 200)).save(tmp_path / "in.png")
+    run = subprocess.run(
+        [sys.executable, "-m", "srgan_cli", "upscale", "in.png", "-o", "out.png", "-q"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        env={"PYTHONPATH": str(site), "PATH": "", "HF_HUB_OFFLINE": "1"})
+    assert run.returncode == 0, run.stderr
+    assert Image.open(tmp_path / "out.png").size == (48, 40)

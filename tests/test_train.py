@@ -312,3 +312,31 @@ def test_training_state_has_no_pickles(tmp_path, image_dirs):
     assert info["step"] == 1 and info["phase"] == "pretrain"
     assert tensors["rng.torch"].dtype == torch.uint8
     assert {k.split(".")[0] for k in tensors} == {"generator", "opt_g", "rng"}
+
+
+def test_stop_at_ends_a_run_early_with_the_schedule_of_the_whole_phase(tmp_path, image_dirs):
+    """``stop_at`` reproduces a run that stopped early: the same state as Ctrl-C at that step."""
+    config = tiny(image_dirs[0], pretrain_steps=6, pretrain_schedule="cosine")
+    train(make_config({"stop_at": 3}, config), tmp_path / "stop_at")
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "ctrl_c", on_step=interrupt_at(3))
+    assert json.loads(read_metadata(tmp_path / "stop_at" / "generator.safetensors")
+                      ["training"])["step"] == 3
+    a = load_file(tmp_path / "stop_at" / "state.safetensors")
+    b = load_file(tmp_path / "ctrl_c" / "state.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    lrs = [r["lr"] for r in log_records(tmp_path / "stop_at") if r["type"] == "train"]
+    assert lrs == [learning_rate(config, "cosine", i, 6) for i in range(3)]
+    with pytest.raises(TrainingError, match="stop_at"):
+        make_config({"stop_at": -1})
+
+
+def test_shipped_recipes_are_valid_configs():
+    """recipes/*.toml load as training configs (they reproduce the shipped weights)."""
+    from pathlib import Path
+
+    recipes = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.toml"))
+    assert len(recipes) >= 3
+    for path in recipes:
+        config = load_config(path)
+        assert config.scale == 4 and config.num_blocks == 16, path.name
