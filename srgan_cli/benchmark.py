@@ -18,7 +18,6 @@ Methods are model names (anything ``load_model`` accepts) or the built-in pseudo
 
 from __future__ import annotations
 
-import json
 import statistics
 import threading
 import time
@@ -29,10 +28,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from . import degradation, metrics
-from .errors import SrganError
+from . import degradation, json_output, metrics
+from .errors import ImageError, SrganError
 from .fast import prepare_for_inference
-from .images import find_images
+from .images import find_images, read_rgb_uint8
 from .models import Generator, GeneratorConfig
 from .upscale import Upscaler, autocast_dtype, pick_device
 
@@ -90,7 +89,9 @@ def model_label(name: str) -> str:
     return path.stem if path.suffix == ".safetensors" else path.name
 
 
-def make_method(name: str, scale: int, device: str, precision: str, tile: int | None) -> Method:
+def make_method(
+    name: str, scale: int, device: str, precision: str, tile: int | None, tta: bool = False
+) -> Method:
     """A pseudo-model (Pillow resize), a perception mix (``perception=P``) or a network
     loaded by name."""
     if name in PSEUDO_MODELS:
@@ -99,9 +100,10 @@ def make_method(name: str, scale: int, device: str, precision: str, tile: int | 
                                                   resample))
     if name.startswith(PERCEPTION_PREFIX):
         perception = float(name.removeprefix(PERCEPTION_PREFIX))
-        upscaler = Upscaler(device=device, precision=precision, tile=tile, perception=perception)
+        upscaler = Upscaler(device=device, precision=precision, tile=tile, perception=perception,
+                            tta=tta)
     else:
-        upscaler = Upscaler(name, device=device, precision=precision, tile=tile)
+        upscaler = Upscaler(name, device=device, precision=precision, tile=tile, tta=tta)
     if upscaler.scale != scale:
         raise SrganError(f"model {name!r} upscales x{upscaler.scale}, but --scale is {scale}")
     return lambda lr: upscaler.upscale_tensor(pil_to_float(lr))
@@ -122,20 +124,39 @@ class ImageScore:
     psnr_rgb: float
     lpips: float | None
     lr_psnr: float
+    seconds: float = 0.0  # wall-clock time of the method on this image
 
 
-def load_dataset(folder: Path) -> list[tuple[str, Image.Image]]:
-    """The HR images of a dataset folder as RGB PIL images, sorted by name."""
+def big_enough_to_score(width: int, height: int, scale: int) -> bool:
+    """Whether an HR image can be scored: cropped to a multiple of ``scale`` and shaved by
+    ``scale`` on each border, SSIM's 11x11 window must still fit."""
+    return all(side - side % scale - 2 * scale >= 11 for side in (width, height))
+
+
+def load_dataset(
+    folder: Path, scale: int = 4
+) -> tuple[list[tuple[str, Image.Image]], list[tuple[Path, str]]]:
+    """The HR images of a dataset folder as RGB PIL images, sorted by name, and the files
+    left out as ``(path, reason)``: unreadable (``images.read_rgb_uint8``, the reader of
+    ``srgan upscale``) or too small to score at ``scale``."""
     if not folder.is_dir():
         raise SrganError(f"dataset folder not found: {folder}")
     paths = find_images(folder, recursive=True)
     if not paths:
         raise SrganError(f"no images in dataset folder {folder}")
-    out = []
+    kept, skipped = [], []
     for path in paths:
-        with Image.open(path) as im:
-            out.append((path.stem, im.convert("RGB")))
-    return out
+        try:
+            image = degradation.tensor_to_pil(read_rgb_uint8(path))
+        except ImageError as e:
+            skipped.append((path, str(e)))
+            continue
+        if big_enough_to_score(*image.size, scale):
+            kept.append((path.stem, image))
+        else:
+            skipped.append((path, f"{image.width}x{image.height} is too small to score at "
+                                  f"x{scale}"))
+    return kept, skipped
 
 
 MakeLR = Callable[[Image.Image, str], Image.Image]
@@ -177,7 +198,9 @@ def score_dataset(
         lr_img = (make_lr(hr_img, name) if make_lr is not None
                   else degradation.bicubic_downscale(hr_img, scale))
         hr, lr = pil_to_float(hr_img), pil_to_float(lr_img)
+        start = time.perf_counter()
         sr = method(lr_img).cpu()
+        seconds = time.perf_counter() - start
         if sr.shape != hr.shape:
             raise SrganError(f"{model} made {tuple(sr.shape)} from {name}, expected {hr.shape}")
         # metrics on the quantised output, as a saved image would score
@@ -189,12 +212,38 @@ def score_dataset(
             psnr_rgb=float(metrics.psnr(sr, hr, border=scale, y_channel=False)[0]),
             lpips=None if lpips is None else float(lpips(sr[None], hr[None])[0]),
             lr_psnr=float(metrics.lr_consistency(sr, lr, scale)[0]),
+            seconds=seconds,
         )
         if save_dir is not None:
-            out = save_dir / dataset / model_label(model)
-            out.mkdir(parents=True, exist_ok=True)
-            degradation.tensor_to_pil(sr).save(out / f"{name}.png")
+            path = saved_image_path(save_dir, dataset, model, name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            degradation.tensor_to_pil(sr).save(path)
         yield score, sr
+
+
+def saved_image_path(save_dir: Path, dataset: str, model: str, image: str) -> Path:
+    """Where ``--save-images`` puts one SR output: DIR/DATASET/MODEL/IMAGE.png."""
+    return save_dir / dataset / model_label(model) / f"{image}.png"
+
+
+def refuse_earlier_results(
+    models: list[str], datasets: list[tuple[str, list[str]]], save_dir: Path | None,
+    compare_dir: Path | None,
+) -> None:
+    """Before any work: refuse to replace files of an earlier ``--save-images`` or
+    ``--compare`` run. ``datasets``: (dataset name, its image names)."""
+    planned = []
+    for dataset, names in datasets:
+        for name in names:
+            if save_dir is not None:
+                planned += [saved_image_path(save_dir, dataset, m, name) for m in models]
+            if compare_dir is not None:
+                planned.append(compare_dir / dataset / f"{name}.png")
+    existing = [path for path in planned if path.exists()]
+    if existing:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise SrganError(f"{existing[0]} exists{more}: pass --overwrite to replace earlier "
+                         "results, or choose another folder")
 
 
 def summarize(scores: list[ImageScore]) -> list[dict]:
@@ -214,6 +263,7 @@ def summarize(scores: list[ImageScore]) -> list[dict]:
             "psnr_rgb": statistics.fmean(s.psnr_rgb for s in group),
             "lpips": statistics.fmean(lp) if lp else None,
             "lr_psnr": statistics.fmean(s.lr_psnr for s in group),
+            "seconds": sum(s.seconds for s in group),
             "paper_psnr_y": paper[0] if paper else None,
             "paper_ssim_y": paper[1] if paper else None,
         })
@@ -252,15 +302,35 @@ def run_quality(
     models: list[str], datasets: list[Path], scale: int = 4, device: str = "auto",
     precision: str = "fp32", tile: int | None = 512, lpips_weights: str | None = None,
     save_dir: Path | None = None, compare_dir: Path | None = None,
-    on_image: Callable[[ImageScore], None] | None = None, degradation_kind: str = "bicubic",
+    on_image: Callable[[ImageScore], None] | None = None, overwrite: bool = False,
+    on_skip: Callable[[Path, str], None] | None = None, tta: bool = False,
+    degradation_kind: str = "bicubic",
 ) -> tuple[list[ImageScore], bool]:
-    """Score every model on every dataset (once per degradation of ``degradation_kind``,
-    see ``lr_makers``); returns per-image scores and whether LPIPS ran."""
+    """Score every model on every dataset; returns per-image scores and whether LPIPS ran.
+
+    ``tta``: each network is also scored with the 8-fold self-ensemble, as ``MODEL+tta``.
+    Files that cannot be scored are left out, each reported as ``on_skip(path, reason)``.
+    Earlier ``save_dir``/``compare_dir`` results are replaced only with ``overwrite``.
+    Each dataset is scored once per degradation of ``degradation_kind`` (see ``lr_makers``).
+    """
+    tta_names = [f"{m}+tta" for m in models if m not in PSEUDO_MODELS] if tta else []
+    loaded = {folder: load_dataset(folder, scale) for folder in datasets}
+    if not overwrite:
+        refuse_earlier_results(
+            [*models, *tta_names],
+            [(label, [n for n, _ in hr]) for f, (hr, _) in loaded.items()
+             for label, _ in lr_makers(f.name, degradation_kind, scale)], save_dir,
+            compare_dir)
     lpips = metrics.load_lpips(lpips_weights)
     methods = {m: make_method(m, scale, device, precision, tile) for m in models}
+    if tta:
+        methods.update({f"{m}+tta": make_method(m, scale, device, precision, tile, tta=True)
+                        for m in models if m not in PSEUDO_MODELS})
     scores: list[ImageScore] = []
     for folder in datasets:
-        hr_images = load_dataset(folder)
+        hr_images, skipped = loaded[folder]
+        for path, reason in skipped if on_skip else ():
+            on_skip(path, reason)
         for label, make_lr in lr_makers(folder.name, degradation_kind, scale):
             outputs: dict[str, dict[str, torch.Tensor]] = {}
             for model, method in methods.items():
@@ -290,7 +360,7 @@ class SpeedRow:
     size: int
     device: str
     precision: str
-    tile: int | None
+    tile: int | str | None
     label: str
     ms: float
     mpix_per_s: float
@@ -416,13 +486,54 @@ def speed_configs(
     return configs
 
 
+def time_end_to_end(
+    upscaler: Upscaler, size: int, n_images: int, model_name: str, precision: str,
+    pipeline: bool = True,
+) -> SpeedRow:
+    """A folder of ``n_images`` generated size x size PNGs through ``upscale_batch`` (the code
+    of ``srgan upscale``: decode, network, encode, atomic write) to PNG; ms per image."""
+    import tempfile
+
+    import numpy as np
+
+    from .upscale import upscale_batch
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory(prefix="srgan-speed-") as tmp:
+        jobs = []
+        for i in range(n_images):  # smooth random scenes: noise, bicubic-enlarged 8x
+            small = rng.integers(0, 256, (max(size // 8, 1), max(size // 8, 1), 3), np.uint8)
+            path = Path(tmp) / f"in{i}.png"
+            Image.fromarray(small).resize((size, size), Image.BICUBIC).save(path)
+            jobs.append((path, Path(tmp) / "out" / path.name))
+        with PeakRSS() as rss:
+            start = time.perf_counter()
+            summary = upscale_batch(upscaler, jobs, pipeline=pipeline)
+            elapsed = time.perf_counter() - start
+        if summary.failed:
+            raise SrganError(f"end-to-end run failed: {summary.failed[0].reason}")
+    ms = elapsed / n_images * 1000
+    label = (f"end to end: {n_images} PNG files -> PNG, "
+             f"{'pipelined' if pipeline else 'serial'} (srgan upscale)")
+    return SpeedRow(model=model_name, size=size, device=str(upscaler.device), precision=precision,
+                    tile=upscaler.tile, label=label, ms=ms,
+                    mpix_per_s=(size * upscaler.scale) ** 2 / 1e6 / (ms / 1000),
+                    peak_mem_mb=rss.peak / 2**20, memory_kind="process RSS")
+
+
 def run_speed(
     model: str | None, sizes: list[int], device: str = "auto",
     precisions: tuple[str, ...] = ("auto",), tiles: tuple[int, ...] = (0,),
-    repeats: int = 3, warmup: int = 1, ablation: bool = True,
+    repeats: int = 3, warmup: int = 1, ablation: bool = True, end_to_end: int = 0,
     on_row: Callable[[SpeedRow], None] | None = None,
 ) -> list[SpeedRow]:
-    """Time every ``speed_configs`` row at each size; ``x baseline`` is the first row's ms."""
+    """Time every ``speed_configs`` row at each size; ``x baseline`` is the first row's ms.
+
+    With ``end_to_end`` N > 0, three more rows per size with ``srgan upscale``'s defaults
+    (fast path, first precision, ``--tile auto``), side by side: model only (the
+    network on an in-memory tensor), then N PNG files through the pipelined and the serial
+    batch loop.
+    """
     name, generator = speed_generator(model)
     dev = pick_device(device)
     generator = generator.to(dev).eval()
@@ -438,13 +549,27 @@ def run_speed(
             rows.append(row)
             if on_row:
                 on_row(row)
+        if end_to_end > 0:
+            upscaler = Upscaler(generator, device=dev, precision=precisions[0], tile="auto")
+            label = "model only: fast path, tile auto (srgan upscale's network time)"
+            e2e_rows = [time_config(upscaler, size, repeats, warmup, label, name, precisions[0])]
+            for pipeline in (True, False):
+                e2e_rows.append(time_end_to_end(upscaler, size, end_to_end, name, precisions[0],
+                                                pipeline))
+            for row in e2e_rows:
+                rows.append(row)
+                if on_row:
+                    on_row(row)
     return rows
 
 
-def to_json(results: list[dict], speed: list[SpeedRow], per_image: list[ImageScore] | None
-            ) -> str:
-    """The ``--json`` document: {"results": [...], "speed": [...], "per_image": [...]}."""
+def to_json(results: list[dict], speed: list[SpeedRow], per_image: list[ImageScore] | None,
+            skipped: list[tuple[Path, str]] | None = None) -> str:
+    """The ``--json`` document: {"results": [...], "speed": [...], "per_image": [...],
+    "skipped": [...]}; non-finite scores (PSNR of identical images) are null."""
     doc: dict = {"results": results, "speed": [asdict(r) for r in speed]}
     if per_image is not None:
         doc["per_image"] = [asdict(s) for s in per_image]
-    return json.dumps(doc, indent=2)
+    if skipped:
+        doc["skipped"] = [{"path": str(path), "reason": reason} for path, reason in skipped]
+    return json_output.to_json(doc)

@@ -179,6 +179,23 @@ def infer_config(state: dict[str, torch.Tensor]) -> GeneratorConfig:
     )
 
 
+def checkpoint_config(
+    path: Path, metadata: dict[str, str], state: dict[str, torch.Tensor]
+) -> GeneratorConfig:
+    """The architecture a checkpoint describes (its ``config`` metadata, else its tensor
+    shapes); CheckpointError with one line for metadata that is not a valid config."""
+    try:
+        if "config" not in metadata:
+            return infer_config(state)
+        values = json.loads(metadata["config"])
+        if not isinstance(values, dict):
+            raise ValueError("config is not a JSON object")
+        return GeneratorConfig.from_dict(values)
+    except (ValueError, TypeError) as e:  # json.JSONDecodeError is a ValueError
+        reason = " ".join(str(e).split())
+        raise CheckpointError(f"{path}: bad checkpoint metadata ({reason})") from None
+
+
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> Generator:
     """Build the generator a checkpoint file describes and load its weights (eval mode)."""
     path = Path(path)
@@ -187,7 +204,11 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
     if path.is_dir():
         raise CheckpointError(f"checkpoint path is a directory: {path}")
     metadata = read_metadata(path)
-    version = int(metadata.get("format_version", FORMAT_VERSION))
+    try:
+        version = int(metadata.get("format_version", FORMAT_VERSION))
+    except ValueError:
+        raise CheckpointError(f"{path}: bad checkpoint metadata: format_version "
+                              f"{metadata['format_version']!r} is not a number") from None
     if version > FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: checkpoint format version {version} is newer than this srgan "
@@ -197,10 +218,7 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
         state = load_file(str(path))
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
-    if "config" in metadata:
-        config = GeneratorConfig.from_dict(json.loads(metadata["config"]))
-    else:
-        config = infer_config(state)
+    config = checkpoint_config(path, metadata, state)
     generator = Generator(config)
     try:
         generator.load_state_dict(state)
@@ -241,18 +259,19 @@ def download_from_hub(spec: str) -> Path:
     )
 
     repo_id, filename, revision = parse_hub_spec(spec)
+    refuse_pickle(Path(filename))  # by its name, before anything is downloaded
     try:
         return Path(hf_hub_download(repo_id=repo_id, filename=filename, revision=revision))
+    except LocalEntryNotFoundError as e:  # a subclass of EntryNotFoundError: first
+        raise CheckpointError(
+            f"{spec}: cannot reach the Hugging Face Hub and the file is not in the local cache"
+        ) from e
     except EntryNotFoundError as e:
         raise CheckpointError(f"{spec}: no file {filename!r} in Hub repo {repo_id}") from e
     except RevisionNotFoundError as e:
         raise CheckpointError(f"{spec}: no revision {revision!r} in Hub repo {repo_id}") from e
     except RepositoryNotFoundError as e:
         raise CheckpointError(f"{spec}: Hub repo {repo_id} not found (or private)") from e
-    except LocalEntryNotFoundError as e:
-        raise CheckpointError(
-            f"{spec}: cannot reach the Hugging Face Hub and the file is not in the local cache"
-        ) from e
     except (HfHubHTTPError, OSError) as e:
         raise CheckpointError(f"{spec}: download failed ({str(e).splitlines()[0]})") from e
 

@@ -7,10 +7,11 @@ still written) or the job could not start, 2 = usage error.
 from __future__ import annotations
 
 import functools
-import json
+import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -19,6 +20,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from . import __version__, images
 from .checkpoints import DEFAULT_MODEL, PERCEPTION_ENDS, REGISTRY, weights_dir
 from .errors import SrganError
+from .json_output import to_json
+
+if TYPE_CHECKING:
+    from .distributed import Shard
 
 err_console = Console(stderr=True)
 
@@ -68,58 +73,103 @@ def models_command() -> None:
 
 def collect_jobs(
     inputs: tuple[Path, ...], output: Path | None, suffix: str | None, fmt: str | None,
-    recursive: bool, scale: int,
-) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
-    """Expand files and folders into (input, output) pairs, plus inputs that cannot be planned."""
+    recursive: bool, scale: int, output_is_folder: bool = False,
+) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]], list[tuple[Path, str]]]:
+    """Expand files and folders into (input, output) pairs, checked for clashes as one list.
+
+    Returns the jobs, inputs that cannot be planned (``(path, reason)``) and files of input
+    folders left alone as results of an earlier run (``(path, reason)``).
+    ``output_is_folder``: ``-o`` was written with a trailing slash, so it names a folder.
+    """
     single_file = len(inputs) == 1 and not inputs[0].is_dir()
     out_file = None
-    if output is not None and single_file and output.suffix and not output.is_dir():
+    if (output is not None and single_file and output.suffix and not output.is_dir()
+            and not output_is_folder):
         out_file = output
+    if out_file is not None and fmt is not None and (
+            images.format_for(out_file) != images.format_for(out_file, fmt)):
+        raise click.UsageError(f"-o {out_file} and --format {fmt} name different formats; "
+                               "give only one of them")
     if suffix is None:  # beside the inputs, a suffix keeps the originals safe
         suffix = f"_x{scale}" if output is None else ""
     ext = None if fmt is None else "." + fmt.lower().lstrip(".")
-    jobs: list[tuple[Path, Path]] = []
+    targets: list[tuple[Path, Path]] = []
     problems: list[tuple[Path, str]] = []
+    skipped: list[tuple[Path, str]] = []
     for item in inputs:
+        if not item.exists():
+            problems.append((item, "no such file or folder"))
+            continue
         if item.is_dir():
-            found = [p for p in images.find_images(item, recursive=recursive)
-                     if not is_earlier_output(p, item, output, suffix)]
+            found = images.find_images(item, recursive=recursive)
             if not found:
                 problems.append((item, "no images found in this folder"))
-            plan = images.plan_outputs(found, item, output, None, suffix, ext)
+            earlier = images.earlier_results(found, item, output, (suffix, f"_x{scale}"))
+            skipped += earlier.items()
+            found = [p for p in found if p not in earlier]
+            plan = images.output_targets(found, item, output, None, suffix, ext)
         else:
-            plan = images.plan_outputs([item], None, output, out_file, suffix, ext)
-        jobs += plan.jobs
-        problems += [(Path(e.split(": ", 1)[0]), e.split(": ", 1)[1]) for e in plan.errors]
-    return jobs, problems
+            plan = images.output_targets([item], None, output, out_file, suffix, ext)
+        targets += plan.jobs
+        problems += split_errors(plan.errors)
+    checked = images.check_jobs(targets)  # one check over every argument's jobs together
+    return checked.jobs, problems + split_errors(checked.errors), skipped
 
 
-def is_earlier_output(path: Path, root: Path, output: Path | None, suffix: str) -> bool:
-    """Whether a file found in input folder ``root`` is a result of an earlier run.
+def split_errors(errors: list[str]) -> list[tuple[Path, str]]:
+    """``path: reason`` lines of an OutputPlan -> (path, reason) pairs."""
+    return [(Path(e.split(": ", 1)[0]), e.split(": ", 1)[1]) for e in errors]
 
-    Results sit beside their inputs with the suffix (``a_x4.png``), or in an output folder
-    below the input folder; upscaling them again on a re-run would be wrong.
-    """
-    if output is None or output.resolve() == root.resolve():
-        return bool(suffix) and path.stem.endswith(suffix)
-    return output.resolve() in path.resolve().parents
+
+def parse_shard(ctx, param, value: str | None):
+    """``--shard I/N`` -> Shard, or a usage error (exit 2)."""
+    from .distributed import Shard
+
+    if value is None:
+        return None
+    try:
+        return Shard.parse(value)
+    except SrganError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def check_suffix_option(ctx, param, value: str | None) -> str | None:
+    if value is not None:
+        try:
+            images.check_suffix(value)
+        except SrganError as e:
+            raise click.BadParameter(str(e)) from None
+    return value
 
 
 @main.command("upscale")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Output file (one input) or folder. Default: beside each input, with a suffix.")
+@click.option("-o", "--output", type=click.Path(),
+              help="Output file (one input) or folder (a trailing / always means a folder). "
+                   "Default: beside each input, with a suffix.")
 @click.option("-m", "--model", default=DEFAULT_MODEL, show_default=True,
               help="Registry name, .safetensors path, or hf://owner/repo/file.safetensors[@rev].")
 @click.option("--perception", type=click.FloatRange(0, 1), default=None,
               help="Mix the shipped models' weights: 0 = srresnet-x4 (highest fidelity), "
                    "1 = srgan-x4 (sharpest textures), e.g. 0.5 in between.")
-@click.option("--suffix", default=None,
+@click.option("--suffix", default=None, callback=check_suffix_option,
               help="Added to output file names. Default: '_x4' beside the inputs, none with -o.")
 @click.option("--format", "fmt", type=click.Choice(["png", "jpg", "webp", "tif", "bmp"]),
               help="Output format. Default: the -o file's extension, else the input's own format.")
-@click.option("--tile", default=512, show_default=True,
-              help="Tile size in input pixels for bounded memory (0 = whole image at once).")
+@click.option("--tile", default="auto", show_default=True, callback=lambda c, p, v: tile_option(v),
+              help="Tile size in input pixels for bounded memory: auto (from the free memory "
+                   "and --max-memory), N, or 0 (whole image at once).")
+@click.option("--max-memory", callback=lambda c, p, v: size_option(v),
+              help="Cap on what the network may use on the device, e.g. 4GiB or 512MB "
+                   "(--tile auto). Default: free GPU memory; 4 GiB on CPU.")
+@click.option("--outscale", type=float, callback=lambda c, p, v: outscale_option(v),
+              help="Final scale factor, e.g. 2, 3 or 6.5: the network's x4, then a Lanczos "
+                   "resize to round(input size x factor).")
+@click.option("--tta", is_flag=True,
+              help="Self-ensemble: average the 8 flips/rotations (8x slower, higher PSNR).")
+@click.option("--png-compression", type=click.IntRange(0, 9),
+              default=images.DEFAULT_PNG_COMPRESSION, show_default=True,
+              help="zlib level of PNG output: 0 fastest/largest .. 9 smallest/slowest.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
               show_default=True, help="auto = fp16 on CUDA, fp32 on CPU.")
@@ -132,20 +182,22 @@ def is_earlier_output(path: Path, root: Path, output: Path | None, suffix: str) 
 @click.option("--recursive/--no-recursive", default=True, show_default=True,
               help="Look into subfolders of folder inputs.")
 @click.option("--max-pixels", default=images.DEFAULT_MAX_PIXELS, show_default=True,
+              type=click.IntRange(min=1),
               help="Refuse inputs with more pixels than this (decompression-bomb guard).")
-@click.option("--quality", default=95, show_default=True, help="JPEG/WebP output quality.")
+@click.option("--quality", default=95, show_default=True, type=click.IntRange(1, 100),
+              help="JPEG/WebP output quality, 1-100 (WebP 100 = lossless).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
-@click.option("--shard", metavar="I/N",
+@click.option("--shard", metavar="I/N", callback=parse_shard,
               help="Do only share I (0-based) of N of the files, for job arrays; e.g. "
                    "--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT.")
 @friendly_errors
 def upscale_command(
-    inputs: tuple[Path, ...], output: Path | None, model: str, perception: float | None,
-    suffix: str | None,
-    fmt: str | None, tile: int, device: str, precision: str, optimize: bool, skip_existing: bool,
-    overwrite: bool, recursive: bool, max_pixels: int, quality: int, quiet: bool, as_json: bool,
-    shard: str | None,
+    inputs: tuple[Path, ...], output: str | None, model: str, perception: float | None,
+    suffix: str | None, fmt: str | None, tile: int | str | None, max_memory: int | None,
+    outscale: float | None, tta: bool, png_compression: int, device: str, precision: str,
+    optimize: bool, skip_existing: bool, overwrite: bool, recursive: bool, max_pixels: int,
+    quality: int, quiet: bool, as_json: bool, shard: Shard | None,
 ) -> None:
     """Upscale image files and folders of images.
 
@@ -163,25 +215,30 @@ def upscale_command(
     if shard is not None and distributed.under_torchrun():
         raise click.UsageError("--shard splits work without torchrun; under torchrun the "
                                "ranks share the files already")
+    output_is_folder = output is not None and output.endswith(("/", os.sep))
+    out_path = None if output is None else Path(output)
+    if out_path is not None:  # a folder that cannot be written fails now, not per image
+        single_file = len(inputs) == 1 and not inputs[0].is_dir()
+        is_file = single_file and out_path.suffix and not output_is_folder and not out_path.is_dir()
+        images.check_writable_folder(out_path.parent if is_file else out_path)
     rank, world, dev = distributed.init(device)
-    my_share = distributed.Shard(rank, world) if world > 1 else distributed.Shard.parse(
-        shard or "0/1")
+    my_share = distributed.Shard(rank, world) if world > 1 else shard or distributed.Shard()
     main_process = rank == 0
     quiet = quiet or not main_process  # one progress display, on rank 0
 
     upscaler = Upscaler(model, device=dev, precision=precision, tile=tile, optimize=optimize,
-                        perception=perception)
+                        perception=perception, max_memory=max_memory, outscale=outscale,
+                        tta=tta)
     if upscaler.device.type == "cpu" and cpu_lacks_fast(upscaler.dtype) and main_process:
         err_console.print(f"warning: this CPU has no {precision} instructions, so --precision "
                           f"{precision} runs much slower than fp32", highlight=False)
-    missing = [p for p in inputs if not p.exists()]
-    jobs, problems = collect_jobs(inputs, output, suffix, fmt, recursive, upscaler.scale)
-    jobs = my_share.select([(s, d) for s, d in jobs if s not in missing])
+    jobs, problems, earlier = collect_jobs(inputs, out_path, suffix, fmt, recursive,
+                                           upscaler.scale, output_is_folder)
+    jobs = my_share.select(jobs)
     failures: list[FileResult] = []
     if main_process:  # problems found while planning are reported once
-        failures += [FileResult(p, None, "failed", "no such file or folder") for p in missing]
-        failures += [FileResult(p, None, "failed", reason) for p, reason in problems
-                     if p not in missing]
+        failures += [FileResult(p, None, "failed", reason) for p, reason in problems]
+        failures += [FileResult(p, None, "skipped", reason) for p, reason in earlier]
     if not overwrite and not skip_existing:
         existing = [(s, d) for s, d in jobs if d.exists()]
         failures += [FileResult(s, d, "failed", f"{d} exists (use --overwrite or --skip-existing)")
@@ -206,19 +263,52 @@ def upscale_command(
 
         mine = upscale_batch(
             upscaler, jobs, skip_existing=skip_existing, max_pixels=max_pixels, quality=quality,
-            on_start=on_start, on_tile=lambda: progress.advance(tiles_task),
+            png_compression=png_compression, on_start=on_start,
+            on_tile=lambda: progress.advance(tiles_task),
             on_done=None if as_json else on_done,
         )
     summary = BatchSummary([r for share in distributed.gather(failures + mine.results)
                             for r in share])
     distributed.finish()
+    tiles = upscaler.stats.describe()
     if main_process and as_json:
-        click.echo(json.dumps(summary.to_dict(), indent=2))
+        click.echo(to_json({**summary.to_dict(), "tiles": tiles,
+                            "oom_retries": upscaler.stats.oom_retries}))
     elif main_process and not quiet:
         err_console.print(
             f"{summary.count('written')} written, {summary.count('skipped')} skipped, "
-            f"{summary.count('failed')} failed", highlight=False)
+            f"{summary.count('failed')} failed" + (f"; {tiles}" if tiles else ""),
+            highlight=False)
     sys.exit(1 if summary.failed else 0)
+
+
+def tile_option(value: str | int) -> int | str | None:
+    """``--tile``: auto, 0 (off) or a positive size; anything else is a usage error (exit 2)."""
+    from .upscale import parse_tile
+
+    try:
+        return parse_tile(value)
+    except SrganError as e:
+        raise click.BadParameter(str(e).removeprefix("--tile ")) from None
+
+
+def size_option(value: str | None) -> int | None:
+    """``--max-memory``: a size such as 4GiB or 512MB, in bytes; a usage error if bad."""
+    from .memory import parse_size
+
+    try:
+        return None if value is None else parse_size(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def outscale_option(value: float | None) -> float | None:
+    from .outscale import check_outscale
+
+    try:
+        return check_outscale(value)
+    except SrganError as e:
+        raise click.BadParameter(str(e).removeprefix("--outscale ")) from None
 
 
 def stop_on_sigterm() -> None:
@@ -270,6 +360,8 @@ def parse_sizes(value: str) -> list[int]:
               help="Write SR outputs to DIR/DATASET/MODEL/IMAGE.png.")
 @click.option("--compare", "compare_dir", type=click.Path(path_type=Path),
               help="Write side-by-side crops (LR / each model / HR) to DIR/DATASET/IMAGE.png.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace files of an earlier --save-images / --compare run.")
 @click.option("--lpips-weights", envvar="SRGAN_LPIPS_WEIGHTS",
               help="vgg16_lpips.safetensors for LPIPS (or $SRGAN_LPIPS_WEIGHTS); else omitted.")
 @click.option("--degradation", "degradation_kind", default="bicubic", show_default=True,
@@ -288,16 +380,22 @@ def parse_sizes(value: str) -> list[int]:
 @click.option("--ablation/--no-ablation", default=True, show_default=True,
               help="--speed: also time each optimization alone (channels_last, BN folding, "
                    "tail before shuffle, reduced-precision autocast) against the baseline.")
+@click.option("--end-to-end", "end_to_end", default=4, show_default=True,
+              type=click.IntRange(0), help="--speed: also time this many generated PNG files "
+              "through srgan upscale's batch loop (pipelined and serial) next to model-only "
+              "time; 0 = off.")
+@click.option("--tta", is_flag=True, help="Also score each network with the 8-fold "
+              "self-ensemble (srgan upscale --tta), as MODEL+tta.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 @friendly_errors
 def benchmark_command(
     models: tuple[str, ...], perceptions: tuple[float, ...], datasets: tuple[Path, ...],
     scale: int, per_image: bool,
-    as_json: bool, save_images: Path | None, compare_dir: Path | None,
+    as_json: bool, save_images: Path | None, compare_dir: Path | None, overwrite: bool,
     lpips_weights: str | None, speed: bool, sizes: list[int], precisions: tuple[str, ...],
-    tiles: tuple[int, ...], repeats: int, ablation: bool, device: str, quiet: bool,
-    degradation_kind: str,
+    tiles: tuple[int, ...], repeats: int, ablation: bool, end_to_end: int, tta: bool,
+    device: str, quiet: bool, degradation_kind: str,
 ) -> None:
     """Score models with the standard SR protocol, or time them with --speed."""
     from rich.table import Table
@@ -313,23 +411,24 @@ def benchmark_command(
         precisions, tiles = precisions or ("auto",), tiles or (0,)
         configs = benchmark.speed_configs(pick_device(device), precisions, tiles, ablation)
         with progress:
-            task = progress.add_task("timing", total=len(sizes) * len(configs))
+            per_size = len(configs) + (3 if end_to_end else 0)
+            task = progress.add_task("timing", total=len(sizes) * per_size)
             rows = benchmark.run_speed(
                 models[0] if models else None, sizes, device=device, precisions=precisions,
-                tiles=tiles, repeats=repeats, ablation=ablation,
+                tiles=tiles, repeats=repeats, ablation=ablation, end_to_end=end_to_end,
                 on_row=lambda r: progress.advance(task))
         if as_json:
             click.echo(benchmark.to_json([], rows, None))
             return
         table = Table(title=f"speed: {rows[0].model} on {rows[0].device}")
-        for col in ("input", "configuration", "ms / image", "output MP/s", "x baseline",
-                    f"peak memory ({rows[0].memory_kind})"):
+        for col in ("input", "configuration", "ms / image", "images/s", "output MP/s",
+                    "x baseline", f"peak memory ({rows[0].memory_kind})"):
             table.add_column(col, justify="right" if col != "configuration" else "left")
         for row in rows:
             base = next(r for r in rows if r.size == row.size)
             table.add_row(f"{row.size}x{row.size}", row.label, f"{row.ms:.1f}",
-                          f"{row.mpix_per_s:.2f}", f"{base.ms / row.ms:.2f}x",
-                          f"{row.peak_mem_mb:.0f} MB")
+                          f"{1000 / row.ms:.3f}", f"{row.mpix_per_s:.2f}",
+                          f"{base.ms / row.ms:.2f}x", f"{row.peak_mem_mb:.0f} MB")
         out_console.print(table)
         return
 
@@ -340,17 +439,29 @@ def benchmark_command(
                                if (weights_dir() / e.filename).is_file()])
     models = (*models, *[benchmark.perception_name(p) for p in perceptions])
     n_images = sum(len(images.find_images(d)) for d in datasets if d.is_dir())
-    n_inputs = n_images * len(benchmark.lr_makers("", degradation_kind, scale))
+    n_cases = len(benchmark.lr_makers("", degradation_kind, scale))  # inputs per image
+    skipped: list[tuple[Path, str]] = []
+
+    def on_skip(path: Path, reason: str) -> None:
+        skipped.append((path, reason))
+        progress.advance(task, len(models) * n_cases)
+        if not as_json:
+            progress.console.print(f"{path}: skipped ({reason})", highlight=False,
+                                   soft_wrap=True)
+
     with progress:
-        task = progress.add_task("scoring", total=n_inputs * len(models))
+        n_methods = len(models) + (sum(m not in benchmark.PSEUDO_MODELS for m in models)
+                                   if tta else 0)
+        task = progress.add_task("scoring", total=n_images * n_methods * n_cases)
         scores, has_lpips = benchmark.run_quality(
             list(models), list(datasets), scale=scale, device=device,
             precision=(precisions or ("fp32",))[0], tile=(tiles or (512,))[0],
             lpips_weights=lpips_weights, save_dir=save_images, compare_dir=compare_dir,
-            on_image=lambda s: progress.advance(task), degradation_kind=degradation_kind)
+            on_image=lambda s: progress.advance(task), overwrite=overwrite, on_skip=on_skip,
+            tta=tta, degradation_kind=degradation_kind)
     results = benchmark.summarize(scores)
     if as_json:
-        click.echo(benchmark.to_json(results, [], scores if per_image else None))
+        click.echo(benchmark.to_json(results, [], scores if per_image else None, skipped))
         return
     table = Table(title=f"x{scale} quality (PSNR/SSIM on Y, border {scale})")
     for col in ("dataset", "model", "n", "PSNR-Y", "SSIM-Y", "PSNR-RGB", "LPIPS",
@@ -390,7 +501,8 @@ def benchmark_command(
 @click.option("--phase", type=click.Choice(["pretrain", "gan", "all"]),
               help="pretrain (SRResNet, pixel loss), gan (SRGAN, needs --init) or all. "
                    "[default: all]")
-@click.option("--steps", type=int, help="Steps of the phase run (each phase for --phase all). "
+@click.option("--steps", type=click.IntRange(min=1),
+              help="Steps of the phase run (each phase for --phase all). "
               "[default: 1000000 pretrain, 200000 gan]")
 @click.option("--batch-size", type=int, help="Global batch: under torchrun each process "
               "takes an equal share. [default: 16]")

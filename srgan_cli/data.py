@@ -30,35 +30,25 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from . import images
-from .degradation import RealisticDegradation, downscale_tensor, pil_to_tensor, realistic_lr
+from .degradation import RealisticDegradation, downscale_tensor, realistic_lr
 from .distributed import Shard
-from .errors import TrainingError
+from .errors import ImageError, TrainingError
 
 SEED_STRIDE = 1 << 40
 """Per-sample generator seed = seed * SEED_STRIDE + sample index (mod 2**63)."""
 
 
 def load_rgb_uint8(path: Path) -> torch.Tensor:
-    """Decode an image file (any mode: grayscale, palette, alpha) -> (3, H, W) uint8 RGB."""
-    with Image.open(path) as img:
-        return pil_to_tensor(img)
-
-
-def image_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) from the file header (no decoding), or None if it is not an image."""
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except (UnidentifiedImageError, OSError):
-        return None
+    """Decode an image file -> (3, H, W) uint8 RGB with ``srgan upscale``'s reader (EXIF
+    orientation applied, 16-bit scaled to 8, alpha dropped); ImageError if unusable."""
+    return images.read_rgb_uint8(path)
 
 
 @dataclass
@@ -69,6 +59,7 @@ class ImageList:
     sizes: list[tuple[int, int]]  # (width, height) per path
     too_small: list[Path]
     unreadable: list[Path]
+    reasons: dict[Path, str] = field(default_factory=dict)  # why each left-out file was
 
     @property
     def decoded_bytes(self) -> int:
@@ -76,7 +67,11 @@ class ImageList:
 
 
 def scan_folders(folders: Sequence[str | os.PathLike], patch_size: int) -> ImageList:
-    """All images under ``folders`` (recursively) whose sides are at least ``patch_size``."""
+    """All images under ``folders`` (recursively) whose sides are at least ``patch_size``.
+
+    Each file is decoded once here, so that a truncated or corrupt image is left out (with
+    its reason) now rather than stopping the run when a batch first draws it.
+    """
     found: list[Path] = []
     for folder in map(Path, folders):
         if not folder.is_dir():
@@ -84,11 +79,16 @@ def scan_folders(folders: Sequence[str | os.PathLike], patch_size: int) -> Image
         found += images.find_images(folder, recursive=True)
     result = ImageList([], [], [], [])
     for path in found:
-        size = image_size(path)
-        if size is None:
+        try:
+            height, width = load_rgb_uint8(path).shape[-2:]
+        except ImageError as e:
             result.unreadable.append(path)
-        elif min(size) < patch_size:
+            result.reasons[path] = str(e)
+            continue
+        size = (width, height)
+        if min(size) < patch_size:
             result.too_small.append(path)
+            result.reasons[path] = f"{width}x{height} is smaller than the {patch_size} px patch"
         else:
             result.paths.append(path)
             result.sizes.append(size)

@@ -19,3 +19,7 @@ class CheckpointError(SrganError):
 
 class TrainingError(SrganError):
     """A training run cannot start, resume or go on (bad config, no data, non-finite losses)."""
+
+
+class InputError(SrganError, ValueError):
+    """A Python API caller passed a value of the wrong type, shape, dtype or range."""

@@ -45,6 +45,7 @@ from rich.console import Console
 from . import benchmark, data, distributed, losses, metrics, sync_batchnorm
 from .checkpoints import load_generator, resolve_model, save_checkpoint
 from .errors import CheckpointError, SrganError, TrainingError
+from .loss_window import LossWindow, StepLosses
 from .models import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
 from .plot import plot_curves
 from .train_config import RANDOM_VGG, TrainConfig, save_config
@@ -103,11 +104,37 @@ def learning_rate(config: TrainConfig, schedule: str, phase_step: int, phase_ste
     return config.lr
 
 
+def cuda_kernels(device: torch.device) -> bool:
+    """Whether training uses fused Adam and channels_last tensors: on CUDA, where they pay.
+    (Both also run on a CPU, where the tests use them to cover the GPU's resume path; fused
+    Adam rounds differently from the CPU's default Adam, so CPU runs keep the latter.)"""
+    return device.type == "cuda"
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, finite: torch.Tensor) -> None:
+    """``optimizer.step()`` when ``finite`` (a 0-d bool tensor) is true; else weights and
+    optimizer state stay exactly as they are (a skipped update).
+
+    Fused Adam decides on the device, through the ``found_inf`` flag mixed-precision
+    training uses (as ``torch.amp.GradScaler`` does): the host never waits for the GPU.
+    Other optimizers (the CPU's) read the flag, which on a CPU costs no wait.
+    """
+    if optimizer.param_groups[0].get("fused"):
+        optimizer.found_inf = finite.logical_not().float()
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.found_inf
+    elif finite:
+        optimizer.step()
+
+
 class EMA:
     """Exponential moving average of a generator's weights.
 
     After each update: ``ema = decay * ema + (1 - decay) * weights`` for every parameter;
-    buffers (BatchNorm running statistics) are copied as they are.
+    buffers (BatchNorm running statistics) are copied as they are. Multi-tensor (foreach)
+    kernels: a few launches per step, not a few per parameter.
     """
 
     def __init__(self, model: Generator, decay: float) -> None:
@@ -115,11 +142,46 @@ class EMA:
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, model: Generator) -> None:
-        for average, param in zip(self.model.parameters(), model.parameters(), strict=True):
-            average.lerp_(param.detach(), 1 - self.decay)
-        for average, buffer in zip(self.model.buffers(), model.buffers(), strict=True):
-            average.copy_(buffer)
+    def update(self, model: Generator, finite: torch.Tensor | None = None) -> None:
+        """Move the average towards ``model``; not when ``finite`` (a 0-d bool tensor on the
+        model's device) is false, the step having been skipped. Decided on the device, so
+        the host does not wait for it."""
+        averages, targets = list(self.model.parameters()), list(model.parameters())
+        buffers, new_buffers = list(self.model.buffers()), list(model.buffers())
+        if finite is not None:
+            # Weights are finite after a skipped step (it changed none), but its forward pass
+            # may have left NaN statistics in the BatchNorm buffers.
+            targets = select_by_arithmetic(finite, targets, averages)
+            new_buffers = select_by_where(finite, new_buffers, buffers)
+        torch._foreach_lerp_(averages, [t.detach() for t in targets], 1 - self.decay)
+        if buffers:
+            torch._foreach_copy_(buffers, new_buffers)
+
+
+def select_by_arithmetic(condition: torch.Tensor, if_true: list[torch.Tensor],
+                         if_false: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``[a if condition else b ...]`` for a 0-d bool tensor, on its device (no host sync),
+    as ``a * c + b * (1 - c)``: exact when ``a`` and ``b`` are finite; multi-tensor kernels
+    that keep each tensor's layout (channels_last weights)."""
+    take = condition.to(if_true[0].dtype)
+    chosen = torch._foreach_mul([a.detach() for a in if_true], take)
+    torch._foreach_add_(chosen, torch._foreach_mul(if_false, 1 - take))
+    return chosen
+
+
+def select_by_where(condition: torch.Tensor, if_true: list[torch.Tensor],
+                    if_false: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``[a if condition else b ...]`` for small tensors (BatchNorm buffers), exact whatever
+    the values: one ``torch.where`` on each list flattened into one vector per dtype."""
+    chosen = list(if_true)
+    for dtype in {t.dtype for t in if_true}:
+        index = [i for i, t in enumerate(if_true) if t.dtype == dtype]
+        flat = torch.where(condition, torch.cat([if_true[i].reshape(-1) for i in index]),
+                           torch.cat([if_false[i].reshape(-1) for i in index]))
+        parts = flat.split([if_true[i].numel() for i in index])
+        for i, part in zip(index, parts, strict=True):
+            chosen[i] = part.view_as(if_true[i])
+    return chosen
 
 
 def resolve_init(config: TrainConfig) -> TrainConfig:
@@ -131,23 +193,35 @@ def resolve_init(config: TrainConfig) -> TrainConfig:
                    channels=gen_config.channels)
 
 
+def check_vgg_weights(config: TrainConfig) -> None:
+    """A GAN phase needs VGG19 weights: refuse a missing local file before the run starts."""
+    local = config.vgg_weights not in ("imagenet", RANDOM_VGG)
+    if local and "gan" in dict(config.phases) and not Path(config.vgg_weights).is_file():
+        raise TrainingError(f"--vgg-weights {config.vgg_weights}: no such file")
+
+
 def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     """Never lose a run by accident: refuse to start afresh over an existing one."""
+    if not resume and overwrite:
+        return  # cleared by clear_run_dir once the new run is ready to start
     existing = [name for name in RUN_FILES if (run_dir / name).exists()]
     if any((run_dir / CHECKPOINT_DIR).glob("step_*.safetensors")):
         existing.append(f"{CHECKPOINT_DIR}/")
     if resume:
         if not (run_dir / STATE_FILE).is_file():
             raise TrainingError(f"nothing to resume in {run_dir}: no {STATE_FILE}")
-    elif existing and not overwrite:
+    elif existing:
         raise TrainingError(
             f"{run_dir} already holds a run ({', '.join(existing)}): use --resume to continue "
             "it, --overwrite to start again, or another --out folder")
-    elif existing:
-        for name in RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
-        for path in (run_dir / CHECKPOINT_DIR).glob("step_*.safetensors"):
-            path.unlink()
+
+
+def clear_run_dir(run_dir: Path) -> None:
+    """``--overwrite``: remove an earlier run's files (only once the new run can start)."""
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    for path in (run_dir / CHECKPOINT_DIR).glob("step_*.safetensors"):
+        path.unlink()
 
 
 class Trainer:
@@ -165,7 +239,7 @@ class Trainer:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise TrainingError(f"--device {config.device}: CUDA is not available")
         self.dtype = autocast_dtype(config.precision, self.device, cuda_auto="bf16")
-        self.channels_last = config.channels_last and self.device.type == "cuda"
+        self.channels_last = config.channels_last and cuda_kernels(self.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
@@ -183,6 +257,7 @@ class Trainer:
         self.best: dict = {}  # {"phase", "metric", "score", "step"}
         self.last_losses: dict[str, float] = {}
         self.last_val: dict[str, float] = {}
+        self.window = LossWindow()  # losses of the steps not yet read from the device
         self.stop_requested = False
 
         self.data_summary = self.prepare_data()
@@ -218,6 +293,7 @@ class Trainer:
         # realistic samples cost far more than a crop: they want worker processes even cached
         cheap = cached and realistic is None
         self.workers = cfg.workers if cfg.workers >= 0 else data.auto_workers(cheap, cuda)
+        self.left_out = found.reasons  # path -> why it is not used
         return {"images": len(found.paths), "too_small": len(found.too_small),
                 "unreadable": len(found.unreadable), "cached": cached, "workers": self.workers,
                 "degradation": cfg.degradation,
@@ -235,7 +311,7 @@ class Trainer:
 
     def adam(self, module: torch.nn.Module) -> torch.optim.Optimizer:
         betas = (self.config.beta1, self.config.beta2)
-        fused = self.device.type == "cuda"  # one kernel per step on GPU
+        fused = cuda_kernels(self.device)  # one kernel per step, skipped on the device
         return torch.optim.Adam(module.parameters(), lr=self.config.lr, betas=betas, fused=fused)
 
     def enter_phase(self, phase: Phase) -> None:
@@ -276,6 +352,7 @@ class Trainer:
     def save(self) -> None:
         """Step checkpoint, latest generator, then the training state (the commit point).
         Rank 0 writes them; the other ranks only note the step."""
+        self.settle()  # the non-finite count it saves, and the decision to stop first
         if not self.main:
             self.saved_step = self.step
             return
@@ -336,39 +413,37 @@ class Trainer:
         return batch.contiguous(memory_format=torch.channels_last) if self.channels_last else batch
 
     @staticmethod
-    def finite_values(named: dict[str, torch.Tensor]) -> tuple[dict[str, float], bool]:
-        """Loss tensors -> Python floats (one device sync) and whether all are finite.
+    def step_losses(named: dict[str, torch.Tensor]) -> StepLosses:
+        """Loss tensors -> one float32 vector and whether all are finite, on the device (no
+        host sync; the loop reads them later, see ``loss_window.py``).
 
         Under torchrun: the means over the ranks, i.e. the losses of the global batch, so
-        every rank takes the same decision (a rank alone skipping backward would hang DDP).
+        every rank takes the same decision.
         """
         stacked = torch.stack([v.detach().float() for v in named.values()])
-        values = distributed.mean_over_ranks(stacked).tolist()
-        floats = dict(zip(named, values, strict=True))
-        return floats, all(math.isfinite(v) for v in values)
+        values = distributed.mean_over_ranks(stacked)
+        return StepLosses(tuple(named), values, torch.isfinite(values).all())
 
-    def pretrain_step(self, lr: torch.Tensor, hr: torch.Tensor) -> tuple[dict, bool]:
+    def pretrain_step(self, lr: torch.Tensor, hr: torch.Tensor) -> StepLosses:
         with self.autocast():
             sr = self.g_forward(lr)
         loss = losses.pixel_loss(sr, hr, self.config.pixel_loss)
-        values, finite = self.finite_values({"pixel": loss})
+        result = self.step_losses({"pixel": loss})
         self.opt_g.zero_grad(set_to_none=True)
-        if finite:
-            loss.backward()
-            self.opt_g.step()
-        return values, finite
+        loss.backward()  # even when not finite: the step, not the backward, is skipped
+        optimizer_step(self.opt_g, result.finite)
+        return result
 
-    def gan_step(self, lr: torch.Tensor, hr: torch.Tensor) -> tuple[dict, bool]:
+    def gan_step(self, lr: torch.Tensor, hr: torch.Tensor) -> StepLosses:
         cfg = self.config
         with self.autocast():
             sr = self.g_forward(lr)
             real_logits, fake_logits = self.d_forward(hr), self.d_forward(sr.detach())
         d_loss = losses.discriminator_loss(real_logits, fake_logits, cfg.gan_loss)
-        d_values, d_finite = self.finite_values({"d": d_loss})
+        d_result = self.step_losses({"d": d_loss})
         self.opt_d.zero_grad(set_to_none=True)
-        if d_finite:
-            d_loss.backward()
-            self.opt_d.step()
+        d_loss.backward()
+        optimizer_step(self.opt_d, d_result.finite)
 
         self.discriminator.requires_grad_(False)  # the generator step leaves D's grads alone
         with self.autocast():
@@ -380,12 +455,13 @@ class Trainer:
         if cfg.pixel_weight > 0:
             named["pixel"] = losses.pixel_loss(sr, hr, cfg.pixel_loss)
             g_loss = g_loss + cfg.pixel_weight * named["pixel"]
-        g_values, g_finite = self.finite_values({**named, "g": g_loss})
+        g_result = self.step_losses({**named, "g": g_loss})
         self.opt_g.zero_grad(set_to_none=True)
-        if g_finite:
-            g_loss.backward()
-            self.opt_g.step()
-        return {**g_values, **d_values}, d_finite and g_finite
+        g_loss.backward()
+        optimizer_step(self.opt_g, g_result.finite)
+        return StepLosses(g_result.names + d_result.names,
+                          torch.cat([g_result.values, d_result.values]),
+                          g_result.finite & d_result.finite)
 
     # ------------------------------------------------------------------ validation
 
@@ -412,22 +488,15 @@ class Trainer:
         return result
 
     def load_validation(self) -> list[tuple[str, list]]:
-        """The ``--val`` folders' HR images; ones too small to score (SSIM's 11x11 window
-        inside the border) are left out with a message."""
-        scale = self.config.scale
-
-        def big_enough(side: int) -> bool:
-            return side - side % scale - 2 * scale >= 11
-
-        sets, small = [], 0
+        """The ``--val`` folders' HR images; unreadable ones and ones too small to score
+        (SSIM's 11x11 window inside the border) are left out, each with a message."""
+        sets = []
         for folder in map(Path, self.config.val):
-            hr_images = benchmark.load_dataset(folder)
-            kept = [(n, im) for n, im in hr_images if all(map(big_enough, im.size))]
-            small += len(hr_images) - len(kept)
+            kept, skipped = benchmark.load_dataset(folder, self.config.scale)
+            for path, reason in skipped:
+                self.display.message(f"{path}: skipped for validation ({reason})")
             if kept:
                 sets.append((folder.name, kept))
-        if small:
-            self.display.message(f"validation: left out {small} images too small to score")
         if not sets:
             raise TrainingError(f"no usable validation images in {', '.join(self.config.val)}")
         return sets
@@ -477,6 +546,8 @@ class Trainer:
             self.display.message(
                 f"skipped {summary['too_small']} images smaller than {cfg.patch_size} px and "
                 f"{summary['unreadable']} unreadable files")
+            for path, reason in self.left_out.items():
+                self.display.message(f"{path}: skipped ({reason})")
         self.saved_step = self.step
         stream = None
         with deferred_interrupt(self.request_stop):
@@ -521,63 +592,82 @@ class Trainer:
         self.stop_requested = distributed.any_rank(self.stop_requested)
         return self.stop_requested
 
+    def stop_now(self, boundary: bool) -> bool:
+        """Whether to stop before the next step: one process stops at once after Ctrl-C;
+        several agree at the next ``boundary`` step (log, validation or save), as a vote
+        every step would make every GPU wait every step."""
+        if self.share.count == 1:
+            return self.stop_requested
+        return boundary and self.agreed_stop()
+
     def run_phase(self, phase: Phase, stream, on_step: Callable[[int], None] | None) -> None:
         cfg = self.config
         schedule = cfg.pretrain_schedule if phase.name == "pretrain" else cfg.gan_schedule
         step_fn = self.pretrain_step if phase.name == "pretrain" else self.gan_step
         self.display.phase(phase.name, self.step, phase.end)
-        sums: dict[str, float] = {}
-        count, window_steps, window_start = 0, 0, time.perf_counter()
-        while self.step < phase.end and not self.agreed_stop() and not self.stopped_at_step():
+        self.window = LossWindow()
+        window_steps, window_start, boundary = 0, time.perf_counter(), True
+        while (self.step < phase.end and not self.stop_now(boundary)
+               and not self.stopped_at_step()):
             lr_value = learning_rate(cfg, schedule, self.step - phase.start, phase.steps)
             for optimizer in (self.opt_g, self.opt_d if phase.name == "gan" else None):
                 for group in optimizer.param_groups if optimizer else []:
                     group["lr"] = lr_value
             lr_batch, hr_batch = next(stream)
-            values, finite = step_fn(self.to_device(lr_batch), self.to_device(hr_batch))
+            step_losses = step_fn(self.to_device(lr_batch), self.to_device(hr_batch))
+            if self.ema is not None:
+                self.ema.update(self.generator, step_losses.finite)
             self.step += 1
             window_steps += 1
-            if finite:
-                self.nonfinite = 0
-                if self.ema is not None:
-                    self.ema.update(self.generator)
-                for k, v in values.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                count += 1
-            else:
-                self.on_nonfinite(values)
-            if self.step % cfg.log_every == 0 or self.step == phase.end:
+            self.window.add(self.step, step_losses)
+            log_due = self.step % cfg.log_every == 0 or self.step == phase.end
+            val_due = self.step % cfg.val_every == 0 or self.step == phase.end
+            save_due = self.step % cfg.save_every == 0 or self.step == phase.end
+            boundary = log_due or val_due or save_due  # the same steps on every rank
+            if boundary:
+                self.settle()
+            if log_due:
                 rate = window_steps / max(time.perf_counter() - window_start, 1e-9)
-                if count:
-                    self.last_losses = {k: v / count for k, v in sums.items()}
+                self.last_losses = self.window.means() or self.last_losses
                 self.log({"type": "train", "phase": phase.name, "step": self.step,
                           "lr": lr_value, "it_s": rate, **self.last_losses})
                 self.display.update(self.step, rate, self.last_losses)
-                sums, count, window_steps, window_start = {}, 0, 0, time.perf_counter()
+                window_steps, window_start = 0, time.perf_counter()
             else:
                 self.display.update(self.step)
-            if self.val_sets and (self.step % cfg.val_every == 0 or self.step == phase.end):
+            if self.val_sets and val_due:
                 self.last_val = self.validate()
                 best = self.update_best(self.last_val)
                 self.log({"type": "val", "phase": phase.name, "step": self.step, "best": best,
                           **self.last_val})
                 self.display.update(self.step, val=self.last_val)
-            if self.step % cfg.save_every == 0 or self.step == phase.end:
+            if save_due:
                 self.save()
             if on_step is not None:
                 on_step(self.step)
 
-    def on_nonfinite(self, values: dict[str, float]) -> None:
-        """A non-finite loss: the update was skipped; stop after ``max_nonfinite`` in a row."""
+    def settle(self) -> None:
+        """Read the pending steps' losses (one host-device sync): count the non-finite
+        ones in a row, and stop after ``max_nonfinite``. Before anything is logged,
+        validated or saved, so a run never saves past the step it should have stopped at."""
+        for step, values, finite in self.window.read():
+            if finite:
+                self.nonfinite = 0
+            else:
+                self.on_nonfinite(step, values)
+
+    def on_nonfinite(self, step: int, values: dict[str, float]) -> None:
+        """A non-finite loss at ``step``: its update was skipped; stop after
+        ``max_nonfinite`` in a row."""
         self.nonfinite += 1
         bad = ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
-        self.log({"type": "nonfinite", "phase": self.phase.name, "step": self.step,
+        self.log({"type": "nonfinite", "phase": self.phase.name, "step": step,
                   "losses": {k: str(v) for k, v in values.items()}})
-        self.display.message(f"step {self.step}: non-finite loss ({bad}), update skipped")
+        self.display.message(f"step {step}: non-finite loss ({bad}), update skipped")
         if self.nonfinite >= self.config.max_nonfinite:
             saved = f"last saved: step {self.saved_step}" if self.saved_step else "nothing saved"
             raise TrainingError(
-                f"stopped at step {self.step}: non-finite loss ({bad}) for {self.nonfinite} "
+                f"stopped at step {step}: non-finite loss ({bad}) for {self.nonfinite} "
                 f"steps in a row ({saved}); lower --lr or check the data")
 
     def plot(self) -> None:
@@ -635,6 +725,7 @@ def train(
     rank, world, device = distributed.init(config.device)  # under torchrun: join the group
     data.rank_batch_size(config.batch_size, world)  # refuse an uneven split before writing
     main = rank == 0
+    check_vgg_weights(config)
     if main:
         check_run_dir(run_dir, resume, overwrite)
     if not resume:
@@ -642,11 +733,16 @@ def train(
             config = resolve_init(config)
         except SrganError as e:
             raise TrainingError(f"--init: {e}") from e
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / CONFIG_FILE)
-    distributed.barrier()  # the other ranks read the run folder once rank 0 has prepared it
     with Display(quiet or not main, console) as display:
-        Trainer(config, run_dir, display, device, rank, world).run(resume, on_step)
+        # data, validation images and networks first: a run that cannot start (or Ctrl-C
+        # now) leaves no run folder behind, so the same command can simply be run again
+        trainer = Trainer(config, run_dir, display, device, rank, world)
+        if main:
+            if overwrite and not resume:
+                clear_run_dir(run_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(config, run_dir / CONFIG_FILE)
+        distributed.barrier()  # the other ranks read the run folder once rank 0 has prepared it
+        trainer.run(resume, on_step)
     distributed.finish()
     return run_dir / GENERATOR_FILE

@@ -98,6 +98,12 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise TrainingError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("pretrain_steps", "gan_steps"):  # 0 skips a phase of "all"
+            if getattr(self, name) < 0:
+                raise TrainingError(f"{name} must be at least 0, got {getattr(self, name)}")
+        if sum(steps for _, steps in self.phases) < 1:
+            raise TrainingError(f"phase {self.phase} has 0 steps to train: set steps (or "
+                                "pretrain_steps / gan_steps) to at least 1")
         if self.patch_size % self.scale:
             raise TrainingError(
                 f"patch_size {self.patch_size} must be a multiple of the scale {self.scale}")
@@ -121,6 +127,8 @@ class TrainConfig:
 
 def with_steps(config: TrainConfig, steps: int) -> TrainConfig:
     """Set the step count of the phase(s) ``config.phase`` runs (both for ``all``)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise TrainingError(f"steps must be a whole number of at least 1, got {steps!r}")
     return make_config({f"{name}_steps": steps for name, _ in config.phases}, config)
 
 
@@ -164,7 +172,8 @@ def make_config(values: dict[str, Any], base: TrainConfig | None = None) -> Trai
     for key, value in values.items():
         name = key.replace("-", "_")
         if name not in FIELD_TYPES:
-            raise TrainingError(f"unknown training option {key!r}")
+            raise TrainingError(f"unknown training option {key!r}; the options are: "
+                                f"{', '.join(FIELD_TYPES)} (and steps, in a config file)")
         clean[name] = coerce(name, value)
     return replace(base or TrainConfig(), **clean)
 
@@ -184,15 +193,27 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
         else:
             values = tomllib.loads(text)
     except Exception as e:  # tomllib.TOMLDecodeError, yaml.YAMLError
-        raise TrainingError(f"{path}: not a valid config file ({e})") from e
+        raise TrainingError(f"{path}: not a valid config file ({one_line(e)})") from e
     if not isinstance(values, dict):
         raise TrainingError(f"{path}: expected a table of options")
     return values
 
 
+def one_line(error: Exception) -> str:
+    """A parser's error as one line: YAML's are several (problem, then a drawn excerpt)."""
+    problem, mark = getattr(error, "problem", None), getattr(error, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(error).split())
+
+
 def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Defaults < file < ``overrides``."""
-    return make_config(overrides or {}, make_config(read_config_file(path)))
+    """Defaults < file < ``overrides``. A file's ``steps`` sets the steps of the phase(s) the
+    resulting config runs, like ``--steps``."""
+    values = read_config_file(path)
+    steps = values.pop("steps", None)
+    config = make_config(overrides or {}, make_config(values))
+    return config if steps is None else with_steps(config, coerce("pretrain_steps", steps))
 
 
 def toml_value(value: Any) -> str:

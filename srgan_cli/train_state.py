@@ -42,10 +42,21 @@ def optimizer_tensors(
     return tensors, {"param_groups": state["param_groups"], "extra": extra}
 
 
+# How an optimizer runs, not what it learned: taken from the optimizer being restored into,
+# so a state saved on a GPU (fused Adam) resumes on a CPU and back.
+IMPLEMENTATION_KEYS = ("fused", "foreach", "capturable", "differentiable")
+
+
 def restore_optimizer(
     optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], prefix: str, info: dict
 ) -> None:
-    """Inverse of ``optimizer_tensors``."""
+    """Inverse of ``optimizer_tensors``, onto ``optimizer`` as it was built for this machine.
+
+    The saved state tensors come back as contiguous CPU tensors; each one shaped like its
+    parameter is then laid out exactly like it (device, dtype and strides: channels_last
+    too). Fused Adam needs that: on CUDA it refuses mismatched tensors, on CPU it silently
+    pairs the wrong elements.
+    """
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith(prefix + "."):
@@ -53,7 +64,26 @@ def restore_optimizer(
             state.setdefault(int(param), {})[name] = value
     for param, values in info["extra"].items():
         state.setdefault(int(param), {}).update(values)
-    optimizer.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+    if len(info["param_groups"]) != len(optimizer.param_groups):
+        raise TrainingError(f"training state: {prefix} has {len(info['param_groups'])} "
+                            f"parameter groups, the optimizer {len(optimizer.param_groups)}")
+    groups = [{**saved, **{k: current[k] for k in IMPLEMENTATION_KEYS if k in current}}
+              for saved, current in zip(info["param_groups"], optimizer.param_groups, strict=True)]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            param_state = optimizer.state.get(param, {})
+            for name, value in param_state.items():
+                if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                    param_state[name] = laid_out_like(value, param)
+
+
+def laid_out_like(value: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """``value`` on ``param``'s device, in ``param``'s dtype (if floating) and strides."""
+    dtype = param.dtype if value.is_floating_point() else value.dtype
+    if (value.device, value.dtype, value.stride()) == (param.device, dtype, param.stride()):
+        return value
+    return torch.empty_like(param, dtype=dtype).copy_(value)
 
 
 def module_tensors(module: torch.nn.Module, prefix: str) -> dict[str, torch.Tensor]:

@@ -9,22 +9,24 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
-from . import images
+from . import images, memory
 from .checkpoints import DEFAULT_MODEL, PERCEPTION_ENDS, load_model, load_perception_model
-from .errors import SrganError
+from .errors import ImageError, InputError, SrganError
 from .fast import prepare_for_inference
 from .models import Generator
+from .outscale import check_outscale, outscale_size, resize_lanczos
 from .tiling import count_tiles, upscale_tiled
-
-DEFAULT_TILE = 512
-"""Core tile size in LR pixels; images up to this size on both sides run in one pass."""
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -46,10 +48,99 @@ def cpu_lacks_fast(dtype: torch.dtype | None) -> bool:
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> the first CUDA GPU if there is one, else the CPU."""
+    """``auto`` -> the first CUDA GPU if there is one, else the CPU.
+
+    Raises SrganError (one line) for a device that does not exist here: an unknown name,
+    CUDA without a GPU or past the last GPU, MPS without Apple's Metal.
+    """
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise SrganError(f"unknown device {str(device)!r}: use auto, cpu, cuda, cuda:N "
+                         "or mps") from None
+    if chosen.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise SrganError(f"device {str(device)!r}: CUDA is not available on this machine "
+                             "(use --device cpu)")
+        if chosen.index is not None and chosen.index >= count:
+            raise SrganError(f"device {str(device)!r}: this machine has {count} CUDA GPU(s), "
+                             f"cuda:0 to cuda:{count - 1}")
+    elif chosen.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise SrganError(f"device {str(device)!r}: MPS (Apple Metal) is not available "
+                             "on this machine (use --device cpu)")
+    elif chosen.type != "cpu":
+        raise SrganError(f"device {str(device)!r} is not supported: use auto, cpu, cuda, "
+                         "cuda:N or mps")
+    return chosen
+
+
+MIN_SIDE = 16
+"""Smaller inputs are padded (edge pixels repeated) to this many pixels per side, and the
+result cropped back: on a 1-3 px image every pixel is a border pixel, and the network's
+zero padding would darken it (measured: a 1x1 mid-grey image came out at 9% brightness)."""
+
+
+def check_image_tensor(lr: object) -> None:
+    """Refuse, with one line saying what is expected, anything but (N, 3, H, W) or (3, H, W)
+    floating-point RGB in [0, 1]: the API boundary of ``Upscaler``. Raises InputError."""
+    expected = "expected a float torch.Tensor (N, 3, H, W) or (3, H, W), RGB in [0, 1]"
+    if not isinstance(lr, torch.Tensor):
+        hint = (": for an (H, W, 3) uint8 array use torch.from_numpy(a).permute(2, 0, 1)"
+                ".float() / 255" if type(lr).__module__ == "numpy" else "")
+        raise InputError(f"{expected}, got {type(lr).__module__}.{type(lr).__name__}{hint}")
+    shape = tuple(lr.shape)
+    if lr.dim() not in (3, 4):
+        raise InputError(f"{expected}, got a {lr.dim()}-D tensor of shape {shape}")
+    if lr.shape[-3] != 3:
+        hint = (" (channels last? use .permute(2, 0, 1) or .permute(0, 3, 1, 2))"
+                if lr.shape[-1] == 3 else
+                " (grey: .expand(3, -1, -1) per image; RGBA: take [:3] or [:, :3])")
+        raise InputError(f"{expected}, got {lr.shape[-3]} channels in shape {shape}{hint}")
+    if lr.shape[-1] == 0 or lr.shape[-2] == 0 or (lr.dim() == 4 and lr.shape[0] == 0):
+        raise InputError(f"{expected}, got an empty tensor of shape {shape}")
+    if not lr.is_floating_point():
+        raise InputError(f"{expected}, got dtype {str(lr.dtype).removeprefix('torch.')}: "
+                         "use .float() / 255 for 8-bit images")
+    low, high = (float(v) for v in torch.aminmax(lr.detach().float()))
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise InputError(f"{expected}, got NaN or infinite values")
+    if low < -1e-3 or high > 1 + 1e-3:
+        hint = ": divide 0-255 images by 255" if high > 1.5 else ""
+        raise InputError(f"{expected}, got values from {low:g} to {high:g}{hint}")
+
+
+def pad_small(batch: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """Pad (N, C, H, W) by repeating edge pixels to at least MIN_SIDE per side.
+
+    Returns the padded batch and the box (top, left, H, W) of the original in it.
+    """
+    height, width = batch.shape[-2:]
+    pad_h, pad_w = max(MIN_SIDE - height, 0), max(MIN_SIDE - width, 0)
+    if not pad_h and not pad_w:
+        return batch, (0, 0, height, width)
+    top, left = pad_h // 2, pad_w // 2
+    padded = F.pad(batch, (left, pad_w - left, top, pad_h - top), mode="replicate")
+    return padded, (top, left, height, width)
+
+
+def crop_padding(out: torch.Tensor, box: tuple[int, int, int, int], scale: int) -> torch.Tensor:
+    """The upscaled original of a ``pad_small`` batch: crop ``box`` x ``scale`` from ``out``."""
+    top, left, height, width = (v * scale for v in box)
+    if out.shape[-2:] == (height, width):
+        return out
+    return out[..., top:top + height, left:left + width].contiguous()
+
+
+def check_finite_output(out: torch.Tensor) -> None:
+    """A network output with NaN (broken weights, reduced-precision overflow) must never be
+    written as a black image: raise ImageError, which fails that one file."""
+    if not bool(torch.isfinite(out).all()):
+        raise ImageError("the model produced NaN values (broken weights, or try "
+                         "--precision fp32); nothing written")
 
 
 def autocast_dtype(
@@ -67,6 +158,56 @@ def autocast_dtype(
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def parse_tile(tile: int | str | None) -> int | str | None:
+    """``"auto"``, a core tile size in LR pixels, or ``None``/0 (whole image); SrganError if bad."""
+    if tile is None or tile == "auto":
+        return tile
+    try:
+        size = int(tile)
+    except (TypeError, ValueError):
+        raise SrganError(f"--tile must be auto, 0 (off) or a positive size, got {tile!r}") from None
+    if size < 0:
+        raise SrganError(f"--tile must be auto, 0 (off) or a positive size, got {tile}")
+    return size or None
+
+
+@dataclass
+class TileStats:
+    """Which tile sizes ran (``None``: whole image) and how many out-of-memory retries."""
+
+    used: dict[int | None, int] = field(default_factory=dict)
+    oom_retries: int = 0
+
+    def describe(self) -> str:
+        """One line for the end of a batch, e.g. ``tile 512 (3 images); 1 out-of-memory retry``."""
+        if not self.used:
+            return ""
+        parts = [f"{'whole image' if t is None else f'tile {t}'} ({n} image{'s' * (n != 1)})"
+                 for t, n in sorted(self.used.items(), key=lambda kv: -(kv[0] or 1 << 30))]
+        text = ", ".join(parts)
+        if self.oom_retries:
+            text += (f"; {self.oom_retries} out-of-memory "
+                     f"retr{'ies' if self.oom_retries != 1 else 'y'} with a halved tile")
+        return text
+
+
+def tta_average(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Self-ensemble: the mean of ``run`` over the 8 flips/rotations of ``x``, each undone.
+
+    x: (N, C, H, W); ``run`` maps it to (N, C, sH, sW). Costs 8 passes; the network sees
+    every orientation, so its orientation-dependent errors partly cancel (higher PSNR).
+    """
+    total = None
+    for flip in (False, True):
+        for turns in range(4):
+            t = torch.rot90(x.flip(-1) if flip else x, turns, (-2, -1))
+            y = torch.rot90(run(t), -turns, (-2, -1))
+            y = y.flip(-1) if flip else y
+            total = y.to(torch.float32, copy=True) if total is None else total.add_(y)
+    assert total is not None
+    return total.div_(8)
+
+
 class Upscaler:
     """A loaded generator plus how to run it: device, precision, tiling and optimization.
 
@@ -78,6 +219,14 @@ class Upscaler:
     ``perception`` (0 to 1) replaces ``model`` with a mix of the shipped models' weights:
     0 = ``srresnet-x4`` (highest PSNR, smooth), 1 = ``srgan-x4`` (sharpest textures), in
     between = linear interpolation of the two networks (``checkpoints.interpolate_generators``).
+
+    ``tile``: ``"auto"`` (default) picks the tile from the memory budget (``memory.py``;
+    ``max_memory`` caps it, bytes or a size such as ``"4GiB"``), an int is a fixed core tile
+    in LR pixels, 0/``None`` one pass. On ``torch.OutOfMemoryError`` the tile is halved
+    (down to ``memory.MIN_TILE``) and the image retried; later images keep the smaller
+    tile. ``stats`` records the tiles used and the retries. ``outscale`` resizes the x4
+    result (Lanczos) to ``round(size * outscale)``; ``tta`` averages the 8 flips/rotations;
+    ``tile_batch`` runs up to that many equally shaped tiles of one image per pass.
     """
 
     def __init__(
@@ -85,9 +234,13 @@ class Upscaler:
         model: str | Generator = DEFAULT_MODEL,
         device: str | torch.device = "auto",
         precision: str = "auto",
-        tile: int | None = DEFAULT_TILE,
+        tile: int | str | None = "auto",
         overlap: int | None = None,
         optimize: bool = True,
+        max_memory: int | str | None = None,
+        outscale: float | None = None,
+        tta: bool = False,
+        tile_batch: int = 1,
         perception: float | None = None,
     ) -> None:
         self.device = pick_device(device)
@@ -103,28 +256,112 @@ class Upscaler:
             self.generator = load_model(model, device=self.device)
         if optimize:
             self.generator = prepare_for_inference(self.generator)
-        if tile is not None and tile < 0:
-            raise SrganError(f"--tile must be 0 (off) or a positive size, got {tile}")
-        self.tile = tile or None
+        self.tile = parse_tile(tile)
+        try:
+            self.max_memory = None if max_memory is None else memory.parse_size(max_memory)
+        except ValueError as e:
+            raise SrganError(f"--max-memory: {e}") from None
+        self.outscale = check_outscale(outscale)
+        self.tta = tta
+        self.tile_batch = max(1, tile_batch)
         self.overlap = self.generator.config.receptive_radius() if overlap is None else overlap
+        self.stats = TileStats()
+        self._tile_cap: int | None = None  # lowered by out-of-memory retries
+        self._bytes_per_pixel: int | None = None
 
     @property
     def scale(self) -> int:
         return self.generator.scale
 
+    # ------------------------------------------------------------------ one network pass
+
     @torch.no_grad()
-    def _run(self, lr: torch.Tensor) -> torch.Tensor:
-        """One network pass on the device: (N, 3, h, w) [0, 1] -> float32 clamped to [0, 1]."""
-        x = lr.to(self.device, torch.float32)
-        if self.dtype is None:
-            out = self.generator(x)
-        else:
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The network (with TTA if asked) on device tensors: float32 clamped to [0, 1]."""
+
+        def run(t: torch.Tensor) -> torch.Tensor:
+            if self.dtype is None:
+                return self.generator(t).float()
             with torch.autocast(self.device.type, dtype=self.dtype):
-                out = self.generator(x)
-        return out.float().clamp_(0, 1).to(lr.device)
+                return self.generator(t).float()
+
+        out = tta_average(run, x) if self.tta else run(x)
+        check_finite_output(out)  # before quantising: NaN would round to a black image
+        return out.clamp_(0, 1)
+
+    def _device_net(self, top: int | None) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A tile function for ``upscale_tiled``: host (N, 3, h, w) -> device output.
+
+        ``top`` None: float32 in [0, 1]; 255: quantised on the device to uint8 (rounded);
+        65535: to 16 bits, returned as int16 with uint16's bit pattern (CUDA's support for
+        uint16 arithmetic is thin; int32 -> int16 wraps to exactly those bits). The copy to
+        the host then moves 1 or 2 bytes per channel, not 4.
+        """
+
+        def net(lr: torch.Tensor) -> torch.Tensor:
+            x = lr.to(self.device, torch.float32, non_blocking=True)
+            out = self._forward(x)
+            if top is None:
+                return out
+            out = out.mul_(top).round_()
+            return out.to(torch.uint8) if top == 255 else out.to(torch.int32).to(torch.int16)
+
+        return net
+
+    # ------------------------------------------------------------------ tiles and memory
+
+    def bytes_per_pixel(self) -> int:
+        """Network memory per LR input pixel at this precision (times ``tile_batch``)."""
+        if self._bytes_per_pixel is None:
+            if self.device.type == "cuda":
+                per_pixel = memory.measured_bytes_per_pixel(self._forward, self.device)
+            else:
+                size = 2 if self.dtype is not None else 4
+                per_pixel = memory.estimated_bytes_per_pixel(self.generator, size)
+            self._bytes_per_pixel = per_pixel * self.tile_batch
+        return self._bytes_per_pixel
+
+    def tile_for(self, height: int, width: int) -> int | None:
+        """The core tile size for an image of this size (``None``: one pass)."""
+        tile = self.tile
+        if tile == "auto":
+            budget = memory.device_budget(self.device, self.max_memory)
+            tile = memory.auto_tile(height, width, self.overlap, self.bytes_per_pixel(), budget)
+        if self._tile_cap is not None and (tile is None or tile > self._tile_cap):
+            tile = self._tile_cap if max(height, width) > self._tile_cap else None
+        return tile
 
     def num_tiles(self, height: int, width: int) -> int:
-        return count_tiles(height, width, self.tile)
+        return count_tiles(height, width, self.tile_for(height, width))
+
+    def _assemble(
+        self, lr: torch.Tensor, top: int | None, out: torch.Tensor | None,
+        on_tile: Callable[[], None] | None,
+    ) -> torch.Tensor:
+        """Tile ``lr`` (N, 3, H, W) into ``out``, halving the tile on out-of-memory."""
+        height, width = lr.shape[-2:]
+        tile = self.tile_for(height, width)
+        if self.device.type == "cuda" and not lr.is_cuda:
+            lr = lr.pin_memory()  # so the tiles' uploads can overlap compute
+        while True:
+            try:
+                result = upscale_tiled(self._device_net(top), lr, self.scale, tile,
+                                       self.overlap, on_tile, out, self.tile_batch)
+            except torch.OutOfMemoryError:
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                current = tile or max(height, width)
+                if current <= memory.MIN_TILE:
+                    raise ImageError(f"out of memory even with {memory.MIN_TILE}-pixel tiles; "
+                                     "try --max-memory, --precision fp16 or another device"
+                                     ) from None
+                tile = self._tile_cap = max(memory.MIN_TILE, current // 2)
+                self.stats.oom_retries += 1
+                continue
+            self.stats.used[tile] = self.stats.used.get(tile, 0) + 1
+            return result
+
+    # ------------------------------------------------------------------ public API
 
     def upscale_tensor(
         self, lr: torch.Tensor, on_tile: Callable[[], None] | None = None
@@ -132,21 +369,53 @@ class Upscaler:
         """(N, 3, H, W) or (3, H, W) float in [0, 1] -> x``scale``, float32 in [0, 1].
 
         The result stays on ``lr``'s device; only one tile at a time visits the model's.
+        ``outscale`` does not apply here (it works on the final integer pixels).
         """
+        check_image_tensor(lr)
         single = lr.dim() == 3
-        batch = lr.unsqueeze(0) if single else lr
-        out = upscale_tiled(self._run, batch, self.scale, self.tile, self.overlap, on_tile)
+        batch, box = pad_small(lr.unsqueeze(0) if single else lr)
+        out = crop_padding(self._assemble(batch, None, None, on_tile), box, self.scale)
         return out[0] if single else out
+
+    def upscale_pixels(
+        self, rgb: torch.Tensor, bit_depth: int = 8, on_tile: Callable[[], None] | None = None
+    ) -> torch.Tensor:
+        """(3, H, W) float [0, 1] on the host -> (3, sH, sW) uint8 (or uint16 for 16 bits).
+
+        The result is a view of one (sH, sW, 3) host buffer (pinned on CUDA) that each tile's
+        core is written into as soon as it is quantised on the device: device memory stays
+        O(tile), host memory is the output plus O(tile). No ``outscale`` here.
+        """
+        top = 65535 if bit_depth == 16 else 255
+        dtype = torch.int16 if bit_depth == 16 else torch.uint8  # int16: see _device_net
+        batch, box = pad_small(rgb[None])  # tiny inputs: edge padding, cropped again below
+        height, width = batch.shape[-2:]
+        hwc = torch.empty((height * self.scale, width * self.scale, 3), dtype=dtype,
+                          pin_memory=self.device.type == "cuda")
+        out = hwc.permute(2, 0, 1)[None]
+        self._assemble(batch, top, out, on_tile)
+        out = crop_padding(out, box, self.scale)
+        return out[0] if bit_depth != 16 else out[0].view(torch.uint16)
 
     def upscale_picture(
         self, picture: images.Picture, on_tile: Callable[[], None] | None = None
     ) -> images.Picture:
-        """Upscale a decoded picture: the network on RGB, a separate resize for alpha."""
-        if picture.alpha is None:
-            return picture.with_pixels(self.upscale_tensor(picture.rgb, on_tile))
-        rgb = images.bleed_colour(picture.rgb, picture.alpha)  # hidden colour must not leak
-        alpha = images.upscale_alpha(picture.alpha, self.scale)
-        return picture.with_pixels(self.upscale_tensor(rgb, on_tile), alpha)
+        """Upscale a decoded picture to its final integer pixels (uint8/uint16, see Picture).
+
+        The network runs on RGB, alpha gets a separate bicubic resize; ``outscale`` then
+        resizes both to the final size.
+        """
+        rgb, alpha = picture.rgb, None
+        if picture.alpha is not None:
+            rgb = images.bleed_colour(picture.rgb, picture.alpha)  # hidden colour must not leak
+            alpha = images.quantise(images.upscale_alpha(picture.alpha, self.scale),
+                                    picture.bit_depth)
+        big = self.upscale_pixels(rgb, picture.bit_depth, on_tile)
+        if self.outscale is not None:
+            size = outscale_size(*rgb.shape[-2:], self.outscale)
+            big = resize_lanczos(big, size)
+            alpha = None if alpha is None else resize_lanczos(alpha, size)
+        return picture.with_pixels(big, alpha)
 
     def upscale_file(
         self,
@@ -155,11 +424,19 @@ class Upscaler:
         max_pixels: int = images.DEFAULT_MAX_PIXELS,
         quality: int = 95,
         on_tile: Callable[[], None] | None = None,
+        overwrite: bool = False,
+        png_compression: int = images.DEFAULT_PNG_COMPRESSION,
     ) -> list[str]:
-        """Read ``src``, upscale it and write ``dst`` atomically; returns warnings."""
+        """Read ``src``, upscale it and write ``dst`` atomically; returns warnings.
+
+        Never writes over ``src``; an existing ``dst`` is replaced only with ``overwrite``
+        (ImageError otherwise, before any work is done).
+        """
+        images.check_safe_to_write(Path(src), Path(dst), overwrite)
         picture = images.read_image(Path(src), max_pixels=max_pixels)
         result = self.upscale_picture(picture, on_tile)
-        return picture.warnings + images.write_image(result, Path(dst), quality=quality)
+        return picture.warnings + images.write_image(result, Path(dst), quality=quality,
+                                                     png_compression=png_compression)
 
 
 # --------------------------------------------------------------------------- batches
@@ -200,6 +477,37 @@ class BatchSummary:
         }
 
 
+READERS = 2
+"""Threads decoding the next inputs while the device computes (Pillow releases the GIL)."""
+
+PREFETCH = 2
+"""Decoded inputs that may wait for the device."""
+
+WRITERS = 2
+"""Threads converting, encoding and writing results; at most WRITERS + 1 results wait."""
+
+
+class _Inline:
+    """An executor that runs each task when it is submitted: the serial path, same code."""
+
+    def submit(self, fn: Callable, *args) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args))
+        except Exception as error:  # noqa: BLE001 - handed to whoever asks for the result
+            future.set_exception(error)
+        return future
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
+
+
+def _done(result: FileResult) -> Future:
+    future: Future = Future()
+    future.set_result(result)
+    return future
+
+
 def upscale_batch(
     upscaler: Upscaler,
     jobs: Iterable[tuple[Path, Path]],
@@ -209,31 +517,86 @@ def upscale_batch(
     on_start: Callable[[Path, int], None] | None = None,
     on_tile: Callable[[], None] | None = None,
     on_done: Callable[[FileResult], None] | None = None,
+    png_compression: int = images.DEFAULT_PNG_COMPRESSION,
+    pipeline: bool = True,
 ) -> BatchSummary:
     """Upscale each (input, output) pair; one bad file never stops the rest.
 
-    ``on_start(src, n_tiles)``, ``on_tile()`` and ``on_done(result)`` drive progress displays.
+    A bounded pipeline: ``READERS`` threads decode up to ``PREFETCH`` inputs ahead, this
+    thread runs the network, ``WRITERS`` threads convert, encode and write (atomically).
+    At most PREFETCH decoded inputs + 1 on the device + WRITERS + 1 finished outputs are in
+    memory at once, whatever the number of files. ``pipeline=False`` runs the same steps
+    one after another in this thread; the files written are bit-identical.
+
+    Results (and ``on_done(result)``) come in input order, as files complete;
+    ``on_start(src, n_tiles)`` and ``on_tile()`` drive progress displays. On Ctrl-C
+    (KeyboardInterrupt) queued work is dropped, writes already running finish (each file
+    appears whole or not at all), the threads end, and the interrupt propagates.
     """
+    jobs = list(jobs)
     summary = BatchSummary()
-    for src, dst in jobs:
+    readers = ThreadPoolExecutor(READERS, "srgan-read") if pipeline else _Inline()
+    writers = ThreadPoolExecutor(WRITERS, "srgan-write") if pipeline else _Inline()
+
+    def read(src: Path, dst: Path) -> images.Picture | FileResult:
         if skip_existing and dst.exists():
-            result = FileResult(src, dst, "skipped", "output exists")
-        else:
-            try:
-                picture = images.read_image(src, max_pixels=max_pixels)
-                if on_start:
-                    height, width = picture.rgb.shape[-2:]
-                    on_start(src, upscaler.num_tiles(height, width))
-                out = upscaler.upscale_picture(picture, on_tile)
-                warnings = picture.warnings + images.write_image(out, dst, quality=quality)
-                result = FileResult(src, dst, "written", warnings=warnings)
-            except SrganError as e:
-                result = FileResult(src, dst, "failed", str(e))
-            except torch.cuda.OutOfMemoryError:
-                with contextlib.suppress(Exception):
-                    torch.cuda.empty_cache()
-                result = FileResult(src, dst, "failed", "out of GPU memory: try a smaller --tile")
+            return FileResult(src, dst, "skipped", "output exists")
+        try:
+            return images.read_image(src, max_pixels=max_pixels)
+        except SrganError as e:
+            return FileResult(src, dst, "failed", str(e))
+
+    def write(src: Path, dst: Path, out: images.Picture, warnings: list[str]) -> FileResult:
+        try:
+            warnings = warnings + images.write_image(out, dst, quality=quality,
+                                                     png_compression=png_compression)
+        except SrganError as e:
+            return FileResult(src, dst, "failed", str(e))
+        return FileResult(src, dst, "written", warnings=warnings)
+
+    def finish_oldest() -> None:
+        result = waiting.popleft().result()
         summary.results.append(result)
         if on_done:
             on_done(result)
+
+    reads: deque[Future] = deque()
+    waiting: deque[Future] = deque()  # results in input order, finished or being written
+    try:
+        for index, (src, dst) in enumerate(jobs):
+            while len(reads) < PREFETCH + 1 and index + len(reads) < len(jobs):
+                reads.append(readers.submit(read, *jobs[index + len(reads)]))
+            picture = reads.popleft().result()
+            if isinstance(picture, FileResult):
+                waiting.append(_done(picture))
+            else:
+                waiting.append(compute_and_write(upscaler, picture, src, dst, writers, write,
+                                                 on_start, on_tile))
+            while waiting and (waiting[0].done() or len(waiting) > WRITERS + 1):
+                finish_oldest()
+        while waiting:
+            finish_oldest()
+    finally:  # also on Ctrl-C: drop queued work, let running writes finish, end the threads
+        readers.shutdown(wait=True, cancel_futures=True)
+        writers.shutdown(wait=True, cancel_futures=True)
     return summary
+
+
+def compute_and_write(
+    upscaler: Upscaler, picture: images.Picture, src: Path, dst: Path, writers,
+    write: Callable[..., FileResult], on_start: Callable[[Path, int], None] | None,
+    on_tile: Callable[[], None] | None,
+) -> Future:
+    """Run the network on one decoded picture here; hand its result to a writer thread."""
+    try:
+        if on_start:
+            height, width = picture.rgb.shape[-2:]
+            on_start(src, upscaler.num_tiles(height, width))
+        out = upscaler.upscale_picture(picture, on_tile)
+    except SrganError as e:
+        return _done(FileResult(src, dst, "failed", str(e)))
+    except torch.OutOfMemoryError:  # outside the tiles (e.g. alpha): not retried
+        with contextlib.suppress(Exception):
+            torch.cuda.empty_cache()
+        return _done(FileResult(src, dst, "failed", "out of memory: try --max-memory"))
+    return writers.submit(write, src, dst, out, picture.warnings)

@@ -46,6 +46,15 @@ def test_json_results_for_pseudo_models_and_a_network(dataset, tiny_checkpoint):
     assert doc["speed"] == []
 
 
+def test_tta_adds_a_self_ensemble_row_per_network(dataset, tiny_checkpoint):
+    result = bench("--model", "bicubic", "--model", tiny_checkpoint, "--data", dataset, "--tta",
+                   "--json")
+    assert result.exit_code == 0, result.output
+    rows = {r["model"]: r for r in json.loads(result.stdout)["results"]}
+    assert set(rows) == {"bicubic", str(tiny_checkpoint), f"{tiny_checkpoint}+tta"}
+    assert rows[f"{tiny_checkpoint}+tta"]["psnr_y"] != rows[str(tiny_checkpoint)]["psnr_y"]
+
+
 def test_table_saved_images_and_comparisons(dataset, tiny_checkpoint, tmp_path):
     result = bench("--model", "bicubic", "--model", tiny_checkpoint, "--data", dataset,
                    "--save-images", tmp_path / "sr", "--compare", tmp_path / "cmp")
@@ -76,13 +85,17 @@ def test_speed_mode_has_a_baseline_row(tiny_checkpoint):
                    "--json")
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)["speed"]
-    assert len(rows) == 2 * (1 + 4 + 2)  # per size: baseline, 4 single levers, 2 tiles
+    # per size: baseline, 4 single levers, 2 tiles, model only + 2 end-to-end rows
+    assert len(rows) == 2 * (1 + 4 + 2 + 3)
     assert rows[0]["label"].startswith("baseline")
     assert [r["label"] for r in rows[5:7]] == ["fast path: fp32, tile off",
                                                "fast path: fp32, tile 8"]
     for row in rows:
         assert row["ms"] > 0 and row["mpix_per_s"] > 0 and row["peak_mem_mb"] > 0
         assert row["memory_kind"] == "process RSS"
+    assert [r["label"].split(":")[0] for r in rows[7:10]] == ["model only", "end to end",
+                                                              "end to end"]
+    assert "pipelined" in rows[8]["label"] and "serial" in rows[9]["label"]
     table = bench("--speed", "--model", tiny_checkpoint, "--size", "16", "--device", "cpu",
                   "--repeats", "1", "--no-ablation")
     assert table.exit_code == 0 and "x baseline" in table.output

@@ -66,7 +66,10 @@ def test_rerun_beside_inputs_does_not_upscale_earlier_outputs(tmp_path, tiny_che
     again = upscale(tmp_path, "--model", tiny_checkpoint, "--skip-existing", "--json")
     assert again.exit_code == 0
     summary = json.loads(again.stdout)
-    assert (summary["written"], summary["skipped"], summary["failed"]) == (0, 2, 0)
+    assert (summary["written"], summary["skipped"], summary["failed"]) == (0, 4, 0)
+    reasons = {f["input"].rsplit("/", 1)[-1]: f["reason"] for f in summary["files"]}
+    assert reasons["a_x4.png"] == "earlier result of a.* beside it"  # listed, not upscaled
+    assert reasons["a.png"] == "output exists"
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["a.png", "a_x4.png", "b.png",
                                                               "b_x4.png"]
 

@@ -1,0 +1,113 @@
+"""How much memory the network may use, and the tile size that fits in it (``--tile auto``).
+
+The generator's peak memory grows linearly with the pixels of the tile it runs on (tile plus
+its overlap on each side). ``auto_tile`` divides a memory budget by the bytes one input
+pixel costs and takes the square root:
+
+- CUDA: the budget is the device's free memory (``torch.cuda.mem_get_info``), capped by
+  ``--max-memory``, times a safety margin; the bytes per pixel are measured once with a
+  small probe pass at the chosen precision.
+- CPU and MPS: the budget is ``--max-memory``, else ``DEFAULT_HOST_BUDGET`` (at most half
+  the machine's RAM); the bytes per pixel are estimated from the architecture. Images that
+  fit the budget run in one pass (tiles cost compute: each repeats its overlap).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+
+import torch
+
+from .models import Generator
+
+MIN_TILE = 64
+"""Smallest core tile (LR pixels) that auto and out-of-memory retries go down to."""
+
+SAFETY = 0.8
+"""Fraction of a budget the network may plan to use (allocator slack, fragmentation)."""
+
+DEFAULT_HOST_BUDGET = 4 * 2**30
+"""CPU/MPS budget for one forward pass without ``--max-memory`` (4 GiB)."""
+
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9,
+          "gb": 10**9, "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30,
+          "tib": 2**40}
+
+
+def parse_size(text: str | int) -> int:
+    """``"4GiB"``, ``"512MB"``, ``"2g"``, ``"1e9"`` or an int -> bytes; ValueError if bad.
+
+    Decimal units (kB, MB, GB; k, m, g) are powers of 1000, binary ones (KiB, MiB, GiB) of 1024.
+    """
+    if isinstance(text, int):
+        size = text
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-z]*)\s*", text.lower())
+        if not match or match.group(2) not in _UNITS:
+            raise ValueError(f"expected a size like 4GiB or 512MB, got {text!r}")
+        size = int(float(match.group(1)) * _UNITS[match.group(2)])
+    if size <= 0:
+        raise ValueError(f"a memory size must be positive, got {text!r}")
+    return size
+
+
+def estimated_bytes_per_pixel(generator: Generator, element_size: int) -> int:
+    """Peak activation bytes per LR input pixel of one forward pass, from the architecture.
+
+    The largest moment is the last upsampling stage: its input (C channels at 4^(s-1) times
+    the LR pixels), its conv output and the shuffled copy (4C each), plus the LR features
+    kept for the long skip (about 3C). Measured on CPU for the paper's SRResNet in fp32:
+    about 11 kB per pixel (1.04 GB peak RSS for 256x256, torch included); this gives 10 kB.
+    """
+    config = generator.config
+    stages = config.num_upsample_stages
+    per_pixel = 9 * 4 ** max(stages - 1, 0) + 3
+    return per_pixel * config.channels * element_size
+
+
+@torch.no_grad()
+def measured_bytes_per_pixel(run, device: torch.device, probe: int = 128) -> int:
+    """CUDA: peak allocated bytes of one ``run`` on a (1, 3, probe, probe) input, per pixel."""
+    torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    run(torch.rand(1, 3, probe, probe, device=device))
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device) - before
+    return math.ceil(peak / probe**2)
+
+
+def host_budget(max_memory: int | None) -> int:
+    """CPU/MPS budget: ``max_memory``, else ``DEFAULT_HOST_BUDGET`` capped at half the RAM."""
+    if max_memory is not None:
+        return max_memory
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: assume enough
+        return DEFAULT_HOST_BUDGET
+    return min(DEFAULT_HOST_BUDGET, ram // 2)
+
+
+def device_budget(device: torch.device, max_memory: int | None) -> int:
+    """Bytes the network may use on ``device``: free CUDA memory or the host budget, capped."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free if max_memory is None else min(free, max_memory)
+    return host_budget(max_memory)
+
+
+def auto_tile(
+    height: int, width: int, overlap: int, bytes_per_pixel: int, budget: int
+) -> int | None:
+    """The core tile size (LR pixels) for an image, or ``None`` when it fits in one pass.
+
+    The tile plus ``overlap`` on each side must fit ``SAFETY * budget``. Never below
+    ``MIN_TILE``; a multiple of 8 (friendlier to convolution kernels).
+    """
+    usable = SAFETY * budget / max(bytes_per_pixel, 1)
+    if height * width <= usable:
+        return None
+    side = int(math.sqrt(usable)) - 2 * overlap
+    return max(MIN_TILE, side // 8 * 8)

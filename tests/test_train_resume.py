@@ -1,0 +1,209 @@
+"""The GPU's training path, run on a CPU: fused Adam and channels_last tensors (what CUDA
+training uses) through save, resume and skipped steps, and a step loop that never reads a
+device value on the host. CPU only, offline."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_train import interrupt_at, log_records, random_png, tiny
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from srgan_cli import losses
+from srgan_cli import train as train_module
+from srgan_cli.errors import TrainingError
+from srgan_cli.train import EMA, Trainer, train
+from srgan_cli.train_state import load_state, optimizer_tensors, restore_optimizer, save_state
+
+
+@pytest.fixture
+def hr_dir(tmp_path):
+    """Three random 40x48 training images."""
+    folder = tmp_path / "hr"
+    folder.mkdir()
+    for seed in range(3):
+        random_png(folder / f"{seed}.png", (48, 40), seed=seed)
+    return folder
+
+
+@pytest.fixture
+def gpu_kernels(monkeypatch):
+    """Train with fused Adam and channels_last on the CPU, as on CUDA."""
+    monkeypatch.setattr(train_module, "cuda_kernels", lambda device: True)
+
+
+def assert_laid_out_like_parameters(optimizer: torch.optim.Optimizer) -> None:
+    """Every state tensor matches its parameter's device, dtype and strides; the step
+    counter lives on the parameter's device for fused Adam (on the CPU otherwise)."""
+    fused = optimizer.param_groups[0]["fused"]
+    checked = 0
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for name, value in optimizer.state[param].items():
+                if name == "step":
+                    assert value.device == (param.device if fused else torch.device("cpu"))
+                    continue
+                assert (value.device, value.dtype, value.stride()) == (
+                    param.device, param.dtype, param.stride()), name
+                checked += 1
+    assert checked >= 2 * len(optimizer.param_groups[0]["params"])
+
+
+def conv_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.PReLU(8),
+                              torch.nn.Conv2d(8, 3, 3, padding=1))
+    return net.to(memory_format=torch.channels_last)
+
+
+def adam_steps(net, optimizer, steps):
+    torch.manual_seed(1)
+    for _ in range(steps):
+        x = torch.rand(2, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+        optimizer.zero_grad()
+        net(x).square().mean().backward()
+        optimizer.step()
+
+
+@pytest.mark.parametrize("saved_fused,resumed_fused", [(True, True), (False, True),
+                                                       (True, False)])
+def test_restored_adam_state_is_laid_out_like_channels_last_parameters(
+        tmp_path, saved_fused, resumed_fused):
+    net = conv_net()
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, fused=saved_fused)
+    adam_steps(net, optimizer, 2)
+    tensors, info = optimizer_tensors(optimizer, "opt")
+    save_state(tmp_path / "state.safetensors", tensors, {"opt": info})
+
+    resumed_net = conv_net()
+    resumed_net.load_state_dict(net.state_dict())
+    resumed = torch.optim.Adam(resumed_net.parameters(), lr=1e-3, fused=resumed_fused)
+    tensors, state = load_state(tmp_path / "state.safetensors")
+    restore_optimizer(resumed, tensors, "opt", state["opt"])
+    assert resumed.param_groups[0]["fused"] == resumed_fused, "this machine's choice is kept"
+    assert_laid_out_like_parameters(resumed)
+
+    adam_steps(resumed_net, resumed, 1)
+    if saved_fused == resumed_fused:  # the same kernels continue exactly
+        adam_steps(net, optimizer, 1)
+        for a, b in zip(net.parameters(), resumed_net.parameters(), strict=True):
+            assert torch.equal(a, b)
+
+
+def test_gan_resume_with_fused_adam_and_channels_last_is_bit_for_bit(
+        tmp_path, hr_dir, gpu_kernels, monkeypatch):
+    config = tiny(hr_dir, phase="all", pretrain_steps=2, gan_steps=4, ema=0.9,
+                  gan_schedule="cosine")
+    train(config, tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "stopped", on_step=interrupt_at(4))
+    trainers, restore = [], Trainer.restore
+
+    def recording_restore(self, tensors, state):
+        restore(self, tensors, state)
+        trainers.append(self)
+
+    monkeypatch.setattr(Trainer, "restore", recording_restore)
+    train(config, tmp_path / "stopped", resume=True)
+    (trainer,) = trainers
+    assert trainer.channels_last and trainer.opt_d.param_groups[0]["fused"]
+    assert trainer.generator.tail.weight.is_contiguous(memory_format=torch.channels_last)
+    for optimizer in (trainer.opt_g, trainer.opt_d):
+        assert_laid_out_like_parameters(optimizer)
+    for average, param in zip(trainer.ema.model.parameters(), trainer.generator.parameters(),
+                              strict=True):
+        assert (average.device, average.dtype, average.stride()) == (
+            param.device, param.dtype, param.stride())
+    straight = load_file(tmp_path / "straight" / "state.safetensors")
+    resumed = load_file(tmp_path / "stopped" / "state.safetensors")
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+
+
+def test_fused_adam_skips_a_nonfinite_step_on_the_device(tmp_path, hr_dir, gpu_kernels,
+                                                         monkeypatch):
+    real_loss, calls = losses.pixel_loss, []
+
+    def nan_on_second_call(*args, **kwargs):
+        calls.append(1)
+        loss = real_loss(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 2 else loss
+
+    monkeypatch.setattr(losses, "pixel_loss", nan_on_second_call)
+    run = tmp_path / "run"
+    train(tiny(hr_dir, pretrain_steps=3, log_every=3), run)
+    records = log_records(run)
+    assert [r["step"] for r in records if r["type"] == "nonfinite"] == [2]
+    state = load_file(run / "state.safetensors")
+    assert state["opt_g.0.step"].item() == 2, "the skipped step did not count"
+    assert all(torch.isfinite(v).all() for k, v in state.items() if k.startswith("generator."))
+
+
+def test_a_nonfinite_streak_between_log_records_stops_at_its_step(tmp_path, hr_dir):
+    config = tiny(hr_dir, lr=1e30, pretrain_steps=50, max_nonfinite=2, log_every=10)
+    with pytest.raises(TrainingError, match="stopped at step 3: .* for 2 steps in a row"):
+        train(config, tmp_path / "run")
+    records = log_records(tmp_path / "run")
+    assert [r["step"] for r in records if r["type"] == "nonfinite"] == [2, 3]
+    assert not (tmp_path / "run" / "state.safetensors").exists(), "nothing saved past it"
+
+
+class NoHostReads(TorchDispatchMode):
+    """Fails on any read of a tensor's value by the host (``.item()``, ``bool()``, ...)."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        assert func is not torch.ops.aten._local_scalar_dense.default, "host read"
+        return func(*args, **(kwargs or {}))
+
+
+def test_training_steps_never_wait_for_the_device(tmp_path, hr_dir, gpu_kernels,
+                                                   monkeypatch):
+    """With the GPU's kernels, a step (losses, both optimizers, EMA) reads nothing back;
+    the losses are read at the log interval."""
+    calls = []
+
+    def no_tolist(tensor):
+        raise AssertionError("host read (tolist)")
+
+    def guarded(method):
+        def wrapped(*args, **kwargs):
+            calls.append(method.__name__)
+            with NoHostReads(), monkeypatch.context() as patch:
+                patch.setattr(torch.Tensor, "tolist", no_tolist)
+                return method(*args, **kwargs)
+        return wrapped
+
+    for owner, name in ((Trainer, "gan_step"), (Trainer, "pretrain_step"), (EMA, "update")):
+        monkeypatch.setattr(owner, name, guarded(getattr(owner, name)))
+    config = tiny(hr_dir, phase="all", pretrain_steps=2, gan_steps=3, ema=0.9,
+                  pixel_weight=0.1, log_every=2)
+    train(config, tmp_path / "run")
+    assert calls.count("pretrain_step") == 2 and calls.count("gan_step") == 3
+    assert calls.count("update") == 5
+    train_records = [r for r in log_records(tmp_path / "run") if r["type"] == "train"]
+    assert [r["step"] for r in train_records] == [2, 4, 5]
+    assert all(r["g"] > 0 and r["d"] > 0 for r in train_records[1:])
+
+
+def test_ema_update_skipped_on_the_device_keeps_everything():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
+    ema = EMA(model, decay=0.9)
+    model(torch.rand(2, 3, 4, 4))  # new BatchNorm statistics
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    before = {k: v.clone() for k, v in ema.model.state_dict().items()}
+    ema.update(model, torch.tensor(True))
+    assert torch.allclose(ema.model[0].weight, 0.9 * before["0.weight"] + 0.1 * model[0].weight)
+    assert torch.equal(ema.model[1].running_mean, model[1].running_mean)
+    assert ema.model[1].num_batches_tracked == 1
+
+    after = {k: v.clone() for k, v in ema.model.state_dict().items()}
+    model[1].running_mean.fill_(float("nan"))  # what a diverging forward leaves behind
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    model(torch.rand(2, 3, 4, 4))
+    ema.update(model, torch.tensor(False))
+    for key, value in ema.model.state_dict().items():
+        assert torch.equal(value, after[key]), key
