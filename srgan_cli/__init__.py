@@ -3,7 +3,7 @@
 The public API is small:
 
     from srgan_cli import Upscaler, load_model
-    Upscaler("srgan-x4").upscale_file("photo.jpg", "photo_x4.png")
+    Upscaler("srresnet-x4").upscale_file("photo.jpg", "photo_x4.png")
 
 Images are float tensors (N, 3, H, W), RGB, values in [0, 1] throughout (see ``models.py``).
 

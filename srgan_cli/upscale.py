@@ -1,7 +1,7 @@
 """The Python API behind ``srgan upscale``: an ``Upscaler`` and the batch loop over files.
 
     from srgan_cli import Upscaler
-    up = Upscaler("srgan-x4")               # or a path, or hf://owner/repo/file.safetensors
+    up = Upscaler("srresnet-x4")            # or a path, or hf://owner/repo/file.safetensors
     up.upscale_file("photo.jpg", "photo_x4.png")
     sr = up.upscale_tensor(lr)              # (N, 3, H, W) in [0, 1] -> (N, 3, 4H, 4W) in [0, 1]
 """
