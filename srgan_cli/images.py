@@ -251,7 +251,7 @@ def _pillow_channels(image: Image.Image, notes: list[str]) -> tuple[torch.Tensor
         grey = torch.from_numpy(raw).float()[None] / 255
         return torch.cat([grey, torch.from_numpy(raw != key).float()[None]]), True, 8
     if mode in ("1", "L", "LA", "La"):
-        image, grayscale = image.convert("LA" if "A" in mode or "a" in mode else "L"), True
+        target, grayscale = ("LA" if "A" in mode or "a" in mode else "L"), True
     else:
         if mode == "CMYK":
             notes.append("CMYK converted to RGB without colour management")
@@ -259,12 +259,20 @@ def _pillow_channels(image: Image.Image, notes: list[str]) -> tuple[torch.Tensor
         if max(bits) > 8:
             notes.append("16-bit colour TIFF read as 8 bits per channel (Pillow limitation)")
         has_alpha = mode in _ALPHA_MODES or "transparency" in image.info
+        target, grayscale = ("RGBA" if has_alpha else "RGB"), False
+    if image.mode != target or "transparency" in image.info:  # no needless whole-image copy
         try:
-            image, grayscale = image.convert("RGBA" if has_alpha else "RGB"), False
+            image = image.convert(target)
         except ValueError:
             raise ImageError(f"unsupported pixel format: {mode}") from None
     pixels = np.array(image, dtype=np.uint8).reshape(image.height, image.width, -1)
-    return torch.from_numpy(pixels).permute(2, 0, 1).float() / 255, grayscale, 8
+    return _unit_chw(torch.from_numpy(pixels)), grayscale, 8
+
+
+def _unit_chw(pixels: torch.Tensor) -> torch.Tensor:
+    """(H, W, C) uint8 -> (C, H, W) contiguous float32 in [0, 1], with one float buffer only."""
+    out = torch.empty(pixels.shape[2], *pixels.shape[:2])
+    return out.copy_(pixels.permute(2, 0, 1)).div_(255)
 
 
 def _apply_orientation(pixels: torch.Tensor, orientation: int) -> torch.Tensor:
@@ -392,7 +400,7 @@ def write_image(
             raise ImageError(f"{fmt} cannot store transparency; write png, webp or tiff instead")
         alpha = None
     grey = picture.grayscale and ("LA" if alpha is not None else "L") in caps["modes"]
-    channels = _luma(_unit(picture.rgb)) if grey else picture.rgb
+    channels = _luma(picture.rgb) if grey else picture.rgb
     if alpha is not None:
         if channels.dtype != alpha.dtype:
             channels, alpha = _unit(channels), _unit(alpha)
@@ -432,10 +440,22 @@ def write_image(
     return notes
 
 
-def _luma(rgb: torch.Tensor) -> torch.Tensor:
-    """(3, H, W) -> (1, H, W) grey with Pillow's weights."""
-    weights = torch.tensor(_LUMA, dtype=rgb.dtype, device=rgb.device).view(3, 1, 1)
-    return (rgb * weights).sum(0, keepdim=True)
+def _luma(rgb: torch.Tensor, block_rows: int = 256) -> torch.Tensor:
+    """(3, H, W) -> (1, H, W) grey with Pillow's weights.
+
+    Float in, float out. Integer pixels (uint8/uint16) in, the same integers out, rounded:
+    computed ``block_rows`` rows at a time, so no whole-image float copy is made (for a
+    gigapixel-sized grey output that would be 12 bytes per pixel).
+    """
+    weights = torch.tensor(_LUMA, device=rgb.device).view(3, 1, 1)
+    if rgb.is_floating_point():
+        return (rgb * weights.to(rgb.dtype)).sum(0, keepdim=True)
+    grey = torch.empty((1, *rgb.shape[1:]), dtype=rgb.dtype, device=rgb.device)
+    bits = 8 if rgb.dtype == torch.uint8 else 16
+    for top in range(0, rgb.shape[1], block_rows):
+        block = _unit(rgb[:, top : top + block_rows])
+        grey[:, top : top + block_rows] = quantise((block * weights).sum(0, keepdim=True), bits)
+    return grey
 
 
 def _to_uint(channels: torch.Tensor, top: int, dtype: type) -> np.ndarray:

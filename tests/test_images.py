@@ -663,3 +663,21 @@ def test_uint8_rgb_output_is_written_without_a_whole_image_copy(tmp_path, monkey
     monkeypatch.setattr(images, "_write_png", lambda file, pixels, **kw: seen.append(pixels))
     write_image(Picture(rgb=hwc.permute(2, 0, 1)), tmp_path / "x.png")
     assert np.shares_memory(seen[0], hwc.numpy())
+
+
+@pytest.mark.parametrize("dtype, top", [(torch.uint8, 255), (torch.uint16, 65535)])
+def test_grey_of_integer_pixels_is_made_in_blocks_with_the_same_rounding(dtype, top):
+    rgb = torch.randint(0, top + 1, (3, 7, 5), dtype=torch.int32).to(dtype)
+    whole = images._luma(rgb.float() / top)  # the old way: one float copy of everything
+    expected = (whole.clamp(0, 1) * top).round().to(dtype)
+    grey = images._luma(rgb, block_rows=3)
+    assert grey.dtype == dtype and torch.equal(grey, expected)
+
+
+def test_rgb_is_read_as_contiguous_float_without_converting_the_image(tmp_path, monkeypatch):
+    pixels = np.random.default_rng(0).integers(0, 256, (5, 6, 3), np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "x.png")
+    monkeypatch.setattr(Image.Image, "convert", lambda *args, **kwargs: pytest.fail("copied"))
+    rgb = read_image(tmp_path / "x.png").rgb
+    assert rgb.is_contiguous() and rgb.dtype == torch.float32
+    assert torch.equal(rgb, torch.from_numpy(pixels).permute(2, 0, 1).float() / 255)
