@@ -28,6 +28,8 @@ Decisions (see also the docstrings below):
 - EXIF orientation is applied on reading; the EXIF written back says "upright" (1).
 - JPEG and BMP have no alpha: writing real transparency to them raises ImageError.
 - write_image is atomic: a temporary file next to the target, then os.replace.
+- PNG files are written by our own streaming writer (_write_png), a block of rows at a time,
+  so a gigapixel output needs no second whole-image copy; other formats go through Pillow.
 """
 
 from __future__ import annotations
@@ -482,8 +484,9 @@ def _to_pillow(channels: torch.Tensor, sixteen: bool) -> Image.Image:
     return image if image.mode == mode else image.convert(mode)  # no needless full copy
 
 
-# ----------------------------------------------------------------------------- 16-bit PNG
+# ----------------------------------------------------------------------------- PNG
 # Pillow keeps only 8 of the 16 bits of colour PNGs, and cannot write them; these fill the gap.
+# All PNG output, 8-bit too, goes through _write_png, which streams (bounded extra memory).
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
