@@ -7,6 +7,11 @@ SSIM on the Y channel (BT.601) with ``scale`` pixels shaved off each border, RGB
 LPIPS-VGG when its weights are available, and LR consistency (PSNR of the SR output
 downscaled back against the LR input; reference-free, flags colour and brightness drift).
 
+``--degradation realistic-eval`` scores real-photo robustness with no new data: each dataset
+is scored once per fixed degradation of ``degradation.REALISTIC_EVAL`` (JPEG, noise + JPEG,
+blur + JPEG; seeded, so the inputs are identical across runs) against the clean HR, in rows
+labelled ``DATASET+DEGRADATION`` beside the clean ``DATASET`` row.
+
 Methods are model names (anything ``load_model`` accepts) or the built-in pseudo-models
 ``bicubic`` and ``nearest``, so baselines and networks go through the same code path.
 """
@@ -154,6 +159,28 @@ def load_dataset(
     return kept, skipped
 
 
+MakeLR = Callable[[Image.Image, str], Image.Image]
+"""(HR image cropped to a multiple of the scale, image name) -> the LR input to upscale."""
+
+BENCHMARK_DEGRADATIONS = ("bicubic", "realistic-eval")
+
+
+def lr_makers(dataset: str, kind: str, scale: int) -> list[tuple[str, MakeLR]]:
+    """(row label, LR maker) per degradation scored: the bicubic protocol alone, or for
+    ``realistic-eval`` every ``degradation.REALISTIC_EVAL`` case (noise seeded per image)."""
+    if kind == "bicubic":
+        return [(dataset, lambda hr, name: degradation.bicubic_downscale(hr, scale))]
+    if kind != "realistic-eval":
+        raise SrganError(f"unknown degradation {kind!r}: choose one of "
+                         f"{', '.join(BENCHMARK_DEGRADATIONS)}")
+
+    def maker(case: degradation.EvalDegradation) -> MakeLR:
+        return lambda hr, name: case.lr_image(hr, scale, degradation.eval_seed(name, case.name))
+
+    return [(dataset if case.name == "clean" else f"{dataset}+{case.name}", maker(case))
+            for case in degradation.REALISTIC_EVAL]
+
+
 def score_dataset(
     model: str,
     method: Method,
@@ -162,11 +189,14 @@ def score_dataset(
     scale: int,
     lpips: metrics.LPIPS | None = None,
     save_dir: Path | None = None,
+    make_lr: MakeLR | None = None,
 ) -> Iterator[tuple[ImageScore, torch.Tensor]]:
-    """Score ``method`` on each HR image; yields each score with its SR image."""
+    """Score ``method`` on each HR image; yields each score with its SR image. The LR input
+    is ``make_lr(hr, name)``, by default the bicubic downscale (the paper's protocol)."""
     for name, hr_img in hr_images:
         hr_img = degradation.crop_to_multiple(hr_img, scale)
-        lr_img = degradation.bicubic_downscale(hr_img, scale)
+        lr_img = (make_lr(hr_img, name) if make_lr is not None
+                  else degradation.bicubic_downscale(hr_img, scale))
         hr, lr = pil_to_float(hr_img), pil_to_float(lr_img)
         start = time.perf_counter()
         sr = method(lr_img).cpu()
@@ -274,19 +304,22 @@ def run_quality(
     save_dir: Path | None = None, compare_dir: Path | None = None,
     on_image: Callable[[ImageScore], None] | None = None, overwrite: bool = False,
     on_skip: Callable[[Path, str], None] | None = None, tta: bool = False,
+    degradation_kind: str = "bicubic",
 ) -> tuple[list[ImageScore], bool]:
     """Score every model on every dataset; returns per-image scores and whether LPIPS ran.
 
     ``tta``: each network is also scored with the 8-fold self-ensemble, as ``MODEL+tta``.
     Files that cannot be scored are left out, each reported as ``on_skip(path, reason)``.
     Earlier ``save_dir``/``compare_dir`` results are replaced only with ``overwrite``.
+    Each dataset is scored once per degradation of ``degradation_kind`` (see ``lr_makers``).
     """
     tta_names = [f"{m}+tta" for m in models if m not in PSEUDO_MODELS] if tta else []
     loaded = {folder: load_dataset(folder, scale) for folder in datasets}
     if not overwrite:
         refuse_earlier_results(
             [*models, *tta_names],
-            [(f.name, [n for n, _ in hr]) for f, (hr, _) in loaded.items()], save_dir,
+            [(label, [n for n, _ in hr]) for f, (hr, _) in loaded.items()
+             for label, _ in lr_makers(f.name, degradation_kind, scale)], save_dir,
             compare_dir)
     lpips = metrics.load_lpips(lpips_weights)
     methods = {m: make_method(m, scale, device, precision, tile) for m in models}
@@ -298,20 +331,21 @@ def run_quality(
         hr_images, skipped = loaded[folder]
         for path, reason in skipped if on_skip else ():
             on_skip(path, reason)
-        outputs: dict[str, dict[str, torch.Tensor]] = {}
-        for model, method in methods.items():
-            for score, sr in score_dataset(model, method, folder.name, hr_images, scale, lpips,
-                                           save_dir):
-                scores.append(score)
-                outputs.setdefault(score.image, {})[model_label(model)] = sr
-                if on_image:
-                    on_image(score)
-        if compare_dir is not None:
-            for name, hr_img in hr_images:
-                hr_img = degradation.crop_to_multiple(hr_img, scale)
-                lr_img = degradation.bicubic_downscale(hr_img, scale)
-                srs = {m: degradation.tensor_to_pil(sr) for m, sr in outputs[name].items()}
-                compare_crops(name, hr_img, lr_img, srs, scale, compare_dir / folder.name)
+        for label, make_lr in lr_makers(folder.name, degradation_kind, scale):
+            outputs: dict[str, dict[str, torch.Tensor]] = {}
+            for model, method in methods.items():
+                for score, sr in score_dataset(model, method, label, hr_images, scale, lpips,
+                                               save_dir, make_lr):
+                    scores.append(score)
+                    outputs.setdefault(score.image, {})[model_label(model)] = sr
+                    if on_image:
+                        on_image(score)
+            if compare_dir is not None:
+                for name, hr_img in hr_images:
+                    hr_img = degradation.crop_to_multiple(hr_img, scale)
+                    srs = {m: degradation.tensor_to_pil(sr) for m, sr in outputs[name].items()}
+                    compare_crops(name, hr_img, make_lr(hr_img, name), srs, scale,
+                                  compare_dir / label)
     return scores, lpips is not None
 
 

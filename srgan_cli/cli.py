@@ -364,6 +364,10 @@ def parse_sizes(value: str) -> list[int]:
               help="Replace files of an earlier --save-images / --compare run.")
 @click.option("--lpips-weights", envvar="SRGAN_LPIPS_WEIGHTS",
               help="vgg16_lpips.safetensors for LPIPS (or $SRGAN_LPIPS_WEIGHTS); else omitted.")
+@click.option("--degradation", "degradation_kind", default="bicubic", show_default=True,
+              type=click.Choice(["bicubic", "realistic-eval"]),
+              help="LR inputs: bicubic (the paper's protocol), or realistic-eval: also fixed, "
+                   "seeded JPEG / noise+JPEG / blur+JPEG inputs, scored against clean HR.")
 @click.option("--speed", is_flag=True, help="Measure speed and memory instead of quality.")
 @click.option("--size", "sizes", default="256", show_default=True, callback=lambda c, p, v:
               parse_sizes(v), help="--speed: input sizes (square), comma-separated.")
@@ -391,7 +395,7 @@ def benchmark_command(
     as_json: bool, save_images: Path | None, compare_dir: Path | None, overwrite: bool,
     lpips_weights: str | None, speed: bool, sizes: list[int], precisions: tuple[str, ...],
     tiles: tuple[int, ...], repeats: int, ablation: bool, end_to_end: int, tta: bool,
-    device: str, quiet: bool,
+    device: str, quiet: bool, degradation_kind: str,
 ) -> None:
     """Score models with the standard SR protocol, or time them with --speed."""
     from rich.table import Table
@@ -435,11 +439,12 @@ def benchmark_command(
                                if (weights_dir() / e.filename).is_file()])
     models = (*models, *[benchmark.perception_name(p) for p in perceptions])
     n_images = sum(len(images.find_images(d)) for d in datasets if d.is_dir())
+    n_cases = len(benchmark.lr_makers("", degradation_kind, scale))  # inputs per image
     skipped: list[tuple[Path, str]] = []
 
     def on_skip(path: Path, reason: str) -> None:
         skipped.append((path, reason))
-        progress.advance(task, len(models))
+        progress.advance(task, len(models) * n_cases)
         if not as_json:
             progress.console.print(f"{path}: skipped ({reason})", highlight=False,
                                    soft_wrap=True)
@@ -447,13 +452,13 @@ def benchmark_command(
     with progress:
         n_methods = len(models) + (sum(m not in benchmark.PSEUDO_MODELS for m in models)
                                    if tta else 0)
-        task = progress.add_task("scoring", total=n_images * n_methods)
+        task = progress.add_task("scoring", total=n_images * n_methods * n_cases)
         scores, has_lpips = benchmark.run_quality(
             list(models), list(datasets), scale=scale, device=device,
             precision=(precisions or ("fp32",))[0], tile=(tiles or (512,))[0],
             lpips_weights=lpips_weights, save_dir=save_images, compare_dir=compare_dir,
             on_image=lambda s: progress.advance(task), overwrite=overwrite, on_skip=on_skip,
-            tta=tta)
+            tta=tta, degradation_kind=degradation_kind)
     results = benchmark.summarize(scores)
     if as_json:
         click.echo(benchmark.to_json(results, [], scores if per_image else None, skipped))
@@ -502,6 +507,10 @@ def benchmark_command(
 @click.option("--batch-size", type=int, help="Global batch: under torchrun each process "
               "takes an equal share. [default: 16]")
 @click.option("--patch-size", type=int, help="HR patch size in pixels. [default: 96]")
+@click.option("--degradation", type=click.Choice(["bicubic", "realistic"]),
+              help="How LR patches are made: bicubic (the paper) or realistic (Real-ESRGAN's "
+              "blur/resize/noise/JPEG, for real photos; ranges in the config's [realistic] "
+              "table). [default: bicubic]")
 @click.option("--lr", type=float, help="Adam learning rate. [default: 1e-4]")
 @click.option("--init", help="Generator to start from (path, registry name or hf://).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out where it stopped.")

@@ -12,7 +12,11 @@ distinct samples (so distinct augmentations), together exactly the batch one pro
 would see, and resuming with another number of processes continues the same sequence.
 
 The LR patch is made from the augmented HR patch by ``degradation.bicubic_downscale``, the
-same function the benchmark uses, so training and evaluation see the same degradation.
+same function the benchmark uses, so training and evaluation see the same degradation; or,
+with ``realistic`` parameters, by ``degradation.realistic_lr`` (Real-ESRGAN's blur, resize,
+noise and JPEG chain), drawing its random choices from the same per-sample generator, so
+such samples too are a pure function of ``(seed, index)``. It runs where samples are made:
+on the CPU, in the DataLoader worker processes (or this one), where Pillow's JPEG codec is.
 
 Samples are uint8 tensors (the cheapest to move around); ``to_unit_range`` turns them into
 the float [0, 1] convention of ``models.py`` on the training device.
@@ -33,7 +37,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from . import images
-from .degradation import downscale_tensor
+from .degradation import RealisticDegradation, downscale_tensor, realistic_lr
 from .distributed import Shard
 from .errors import ImageError, TrainingError
 
@@ -113,15 +117,18 @@ class PatchDataset(Dataset):
 
     ``cache=True`` decodes every image now and keeps them in memory as uint8 tensors;
     otherwise each sample decodes its image from disk (use DataLoader workers then).
+    ``realistic``: make LR patches with these realistic degradations instead of bicubic.
     """
 
     def __init__(
-        self, image_list: ImageList, patch_size: int, scale: int, seed: int, cache: bool
+        self, image_list: ImageList, patch_size: int, scale: int, seed: int, cache: bool,
+        realistic: RealisticDegradation | None = None,
     ) -> None:
         if patch_size % scale:
             raise TrainingError(f"patch size {patch_size} must be a multiple of the scale {scale}")
         self.paths, self.sizes = image_list.paths, image_list.sizes
         self.patch_size, self.scale, self.seed = patch_size, scale, seed
+        self.realistic = realistic
         self.cache = [load_rgb_uint8(p) for p in self.paths] if cache else None
 
     def __len__(self) -> int:  # samples are drawn by index from an endless stream
@@ -143,6 +150,8 @@ class PatchDataset(Dataset):
         image = self.cache[i] if self.cache is not None else load_rgb_uint8(self.paths[i])
         p = self.patch_size
         hr = augment(image[:, top:top + p, left:left + p], flip, rotations).contiguous()
+        if self.realistic is not None:
+            return realistic_lr(hr, self.scale, self.realistic, gen), hr
         return downscale_tensor(hr, self.scale), hr
 
 

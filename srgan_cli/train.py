@@ -286,12 +286,17 @@ class Trainer:
         cfg = self.config
         found = data.scan_folders(cfg.data, cfg.patch_size)
         cached = found.decoded_bytes <= cfg.cache_mb * 2**20
-        self.dataset = data.PatchDataset(found, cfg.patch_size, cfg.scale, cfg.seed, cached)
+        realistic = cfg.realistic if cfg.degradation == "realistic" else None
+        self.dataset = data.PatchDataset(found, cfg.patch_size, cfg.scale, cfg.seed, cached,
+                                         realistic)
         cuda = self.device.type == "cuda"
-        self.workers = cfg.workers if cfg.workers >= 0 else data.auto_workers(cached, cuda)
+        # realistic samples cost far more than a crop: they want worker processes even cached
+        cheap = cached and realistic is None
+        self.workers = cfg.workers if cfg.workers >= 0 else data.auto_workers(cheap, cuda)
         self.left_out = found.reasons  # path -> why it is not used
         return {"images": len(found.paths), "too_small": len(found.too_small),
                 "unreadable": len(found.unreadable), "cached": cached, "workers": self.workers,
+                "degradation": cfg.degradation,
                 "decoded_mb": round(found.decoded_bytes / 2**20, 1)}
 
     def load_init(self) -> None:

@@ -3,6 +3,8 @@
 A run is reproducible from its folder: ``RUN_DIR/config.toml`` holds the resolved config.
 Options come, in increasing precedence, from these defaults, a config file (TOML or YAML
 with the field names below as flat keys; dashes or underscores) and command-line flags.
+The one nested table is ``[realistic]``: the ranges of ``degradation = "realistic"``
+(``degradation.RealisticDegradation``; keys left out keep Real-ESRGAN's defaults).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .degradation import DEGRADATIONS, RealisticDegradation
 from .errors import TrainingError
 from .losses import GAN_LOSSES, PIXEL_LOSSES
 
@@ -36,6 +39,8 @@ class TrainConfig:
     batch_size: int = 16  # global: split evenly over the processes under torchrun
     workers: int = -1  # DataLoader processes; -1 = auto (0 for cached sets on CPU)
     cache_mb: int = 4096  # sets whose decoded size fits are kept in memory
+    degradation: str = "bicubic"  # bicubic (the paper) | realistic (Real-ESRGAN, real photos)
+    realistic: RealisticDegradation = field(default_factory=RealisticDegradation)
 
     # networks (ignored for the generator when --init gives one)
     num_blocks: int = 16
@@ -81,8 +86,9 @@ class TrainConfig:
     stop_at: int = 0  # stop (and save) after this global step, schedule unchanged; 0 = never
 
     def __post_init__(self) -> None:
-        choices = {"phase": PHASES, "pretrain_schedule": SCHEDULES, "gan_schedule": SCHEDULES,
-                   "precision": PRECISIONS, "pixel_loss": PIXEL_LOSSES, "gan_loss": GAN_LOSSES}
+        choices = {"degradation": DEGRADATIONS, "phase": PHASES, "pretrain_schedule": SCHEDULES,
+                   "gan_schedule": SCHEDULES, "precision": PRECISIONS, "pixel_loss": PIXEL_LOSSES,
+                   "gan_loss": GAN_LOSSES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise TrainingError(
@@ -132,6 +138,15 @@ FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
 def coerce(name: str, value: Any) -> Any:
     """Check/convert one option value to its field's type (lists: a string becomes [it])."""
     kind = FIELD_TYPES[name]
+    if kind == "RealisticDegradation":
+        if isinstance(value, RealisticDegradation):
+            return value
+        if not isinstance(value, dict):
+            raise TrainingError(f"option {name}: expected a table of options, got {value!r}")
+        try:
+            return RealisticDegradation.from_dict(value)
+        except ValueError as e:
+            raise TrainingError(f"[realistic] {e}") from None
     try:
         if kind == "list[str]":
             values = [value] if isinstance(value, str | os.PathLike) else list(value)
@@ -202,12 +217,12 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
 
 
 def toml_value(value: Any) -> str:
-    """One TOML value: bool, int, float, string or list of strings."""
+    """One TOML value: bool, int, float, string or list of them."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
@@ -215,7 +230,12 @@ def toml_value(value: Any) -> str:
 def to_toml(config: TrainConfig) -> str:
     """The whole config as flat TOML (``tomllib`` reads it back to an equal config)."""
     lines = ["# srgan train: the resolved options of this run", ""]
-    lines += [f"{name} = {toml_value(value)}" for name, value in config.to_dict().items()]
+    values = config.to_dict()
+    realistic = values.pop("realistic")
+    lines += [f"{name} = {toml_value(value)}" for name, value in values.items()]
+    if config.degradation == "realistic" or config.realistic != RealisticDegradation():
+        lines += ["", "[realistic]"]
+        lines += [f"{name} = {toml_value(value)}" for name, value in realistic.items()]
     return "\n".join(lines) + "\n"
 
 

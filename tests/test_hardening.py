@@ -2,6 +2,7 @@
 one clear line (exit 1) for every expected failure, exit 2 for usage errors."""
 
 import json
+import signal
 import struct
 import subprocess
 import sys
@@ -447,3 +448,19 @@ def test_benchmark_never_replaces_earlier_saved_images(tmp_path):
     assert saved.read_bytes() == b"mine"
     assert invoke(*args, "--overwrite").exit_code == 0
     assert Image.open(saved).size == (48, 48)
+
+
+@pytest.mark.parametrize("delay", [0.5, 1.5, 3.0])
+def test_a_real_sigint_during_imports_never_gives_a_traceback(delay):
+    """SIGINT is held back while modules import (a half-imported numpy would fail later)."""
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "srgan_cli", "models"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode in (0, 130), err
+    assert "Traceback" not in err
+    if proc.returncode == 130:
+        assert err == "interrupted\n"

@@ -1,0 +1,64 @@
+"""Training-data throughput: samples/s of the bicubic and realistic LR paths, side by side.
+
+    uv run --frozen python benchmarks/degradation_speed.py ../shared/datasets/T91 \
+        --patch-size 96 --batches 20
+
+Times ``data.batches`` (the stream ``srgan train`` reads) in this process (``--workers 0``,
+one CPU core's worth of work) or with DataLoader workers, alternating the two degradations
+in rounds so that a loaded machine slows both alike. Images are cached in memory first, so
+the figures are the cost of cropping plus making the LR patch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import time
+
+import torch
+
+from srgan_cli import data
+from srgan_cli.degradation import RealisticDegradation
+
+
+def samples_per_second(dataset: data.PatchDataset, batch_size: int, batches: int, workers: int,
+                       start_step: int) -> float:
+    stream = data.batches(dataset, batch_size, start_step, workers)
+    next(stream)  # start the workers (not timed)
+    start = time.perf_counter()
+    for _ in itertools.islice(stream, batches):
+        pass
+    return batches * batch_size / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="+")
+    parser.add_argument("--patch-size", type=int, default=96)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batches", type=int, default=20, help="timed batches per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # one core per sample stream, as in a DataLoader worker
+    found = data.scan_folders(args.folders, args.patch_size)
+    paths = {"bicubic": None, "realistic": RealisticDegradation()}
+    datasets = {name: data.PatchDataset(found, args.patch_size, 4, seed=0, cache=True,
+                                        realistic=params) for name, params in paths.items()}
+    rates: dict[str, list[float]] = {name: [] for name in paths}
+    for r in range(args.rounds):
+        for name, dataset in datasets.items():  # a fresh stretch of the stream each round
+            rates[name].append(samples_per_second(dataset, args.batch_size, args.batches,
+                                                  args.workers, start_step=1 + r * 1000))
+    print(f"{len(found.paths)} images, patch {args.patch_size}, batch {args.batch_size}, "
+          f"workers {args.workers}, {args.rounds} rounds x {args.batches} batches")
+    base = statistics.median(rates["bicubic"])
+    for name, values in rates.items():
+        median = statistics.median(values)
+        print(f"{name:10s} {median:8.1f} samples/s (median; rounds: "
+              f"{', '.join(f'{v:.1f}' for v in values)})  x bicubic {median / base:.3f}")
+
+
+if __name__ == "__main__":
+    main()

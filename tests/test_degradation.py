@@ -1,0 +1,321 @@
+"""The realistic degradation pipeline (Real-ESRGAN's second-order chain), its use in training,
+and the fixed ``realistic-eval`` inputs of the benchmark. CPU only, offline, tiny images."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from safetensors.torch import load_file
+
+from srgan_cli import benchmark, data, degradation, kernels
+from srgan_cli.cli import main
+from srgan_cli.degradation import RealisticDegradation
+from srgan_cli.errors import TrainingError
+from srgan_cli.train import train
+from srgan_cli.train_config import load_config, make_config, save_config
+
+
+def seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def batch(n: int = 2, size: int = 24, seed: int = 0) -> torch.Tensor:
+    """(n, 3, size, size) float32 in [0, 1], smooth plus texture (quantised to 8 bits)."""
+    gen = seeded(seed)
+    ramp = torch.linspace(0, 1, size)
+    x = 0.6 * ramp[None, None, :, None] * ramp + 0.4 * torch.rand(n, 3, size, size, generator=gen)
+    return x.mul(255).round().div(255)
+
+
+def random_png(path, size, seed):
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+
+
+@pytest.fixture
+def train_dir(tmp_path):
+    folder = tmp_path / "hr"
+    folder.mkdir()
+    random_png(folder / "a.png", (48, 40), 1)
+    random_png(folder / "b.png", (40, 48), 2)
+    return folder
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+@pytest.mark.parametrize("kind", kernels.KERNEL_TYPES)
+def test_every_kernel_family_is_normalised_and_seeded(kind):
+    def draw(seed):
+        return kernels.random_kernel(seeded(seed), (kind,), (1.0,), 13, (0.2, 3.0), (0.5, 4.0),
+                                     (1.0, 2.0))
+
+    k = draw(1)
+    assert k.shape == (13, 13) and k.dtype == torch.float32
+    assert math.isclose(float(k.sum()), 1.0, abs_tol=1e-5) and float(k.min()) >= 0
+    assert torch.equal(k, draw(1)) and not torch.equal(k, draw(2))
+    if kind.endswith("_iso"):
+        assert torch.allclose(k, k.T, atol=1e-7) and torch.allclose(k, k.flip(0), atol=1e-7)
+
+
+def test_sinc_kernel_is_a_normalised_low_pass_with_ringing():
+    k = kernels.sinc_kernel(21, math.pi / 4)
+    assert math.isclose(float(k.sum()), 1.0, abs_tol=1e-5)
+    assert float(k[10, 10]) == float(k.max()) and float(k.min()) < 0  # negative side lobes
+    assert torch.allclose(kernels.pad_to(kernels.sinc_kernel(7, 2.0), 21)[7:14, 7:14],
+                          kernels.sinc_kernel(7, 2.0))
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def check_image(out: torch.Tensor, shape: tuple[int, ...]) -> None:
+    assert out.shape == shape and out.dtype == torch.float32
+    assert float(out.min()) >= 0 and float(out.max()) <= 1
+
+
+def test_blur_equals_conv2d_per_sample_and_keeps_shape():
+    x = batch()
+    pulse = torch.zeros(5, 5)
+    pulse[2, 2] = 1
+    assert torch.allclose(degradation.blur(x, pulse), x, atol=1e-6)
+    aniso = kernels.shaped_kernel("gaussian", 7, 2.0, 0.5, 0.7)
+    per_sample = torch.stack([kernels.sinc_kernel(7, 2.0), aniso])
+    out = degradation.blur(x, per_sample)
+    assert out.shape == x.shape and out.dtype == torch.float32
+    padded = torch.nn.functional.pad(x, (3, 3, 3, 3), mode="reflect")
+    for i in range(2):  # the FFT result is conv2d's (cross-correlation, reflected edges)
+        expected = torch.nn.functional.conv2d(padded[i:i + 1].transpose(0, 1),
+                                              per_sample[i][None, None]).transpose(0, 1)
+        assert torch.allclose(out[i:i + 1], expected, atol=1e-5)
+    assert torch.equal(out, degradation.blur(x, per_sample))
+    assert degradation.blur(x[:, :, :3, :3], kernels.sinc_kernel(21, 1.0)).shape == (2, 3, 3, 3)
+
+
+@pytest.mark.parametrize("mode", degradation.RESIZE_MODES)
+def test_resize_modes_reach_the_requested_size(mode):
+    out = degradation.resize(batch(), (10, 31), mode)
+    assert out.shape == (2, 3, 10, 31)
+
+
+@pytest.mark.parametrize("gray", [False, True])
+@pytest.mark.parametrize("step", ["gaussian", "poisson"])
+def test_noise_is_seeded_clamped_and_grey_when_asked(step, gray):
+    x = batch()
+    add = degradation.add_gaussian_noise if step == "gaussian" else degradation.add_poisson_noise
+    amount = 20 / 255 if step == "gaussian" else 0.5
+    out = add(x, amount, gray, seeded(1))
+    check_image(out, x.shape)
+    assert torch.equal(out, add(x, amount, gray, seeded(1)))
+    assert not torch.equal(out, add(x, amount, gray, seeded(2)))
+    mid = x * 0.2 + 0.4  # far enough from 0 and 1 that nothing is clamped
+    noise = add(mid, amount, gray, seeded(1)) - mid
+    assert float(noise.abs().mean()) > 1 / 255
+    same_in_channels = torch.allclose(noise[:, 0], noise[:, 1], atol=1e-5) and torch.allclose(
+        noise[:, 1], noise[:, 2], atol=1e-5)
+    assert same_in_channels == gray
+
+
+def test_jpeg_equals_a_pillow_encode_decode_at_that_quality():
+    x = batch(n=2, size=32)
+    out = degradation.jpeg(x, [30, 90])
+    check_image(out, x.shape)
+    for image, quality, result in zip(x, (30, 90), out, strict=True):
+        buffer = io.BytesIO()
+        degradation.tensor_to_pil(image).save(buffer, format="JPEG", quality=quality)
+        expected = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+        assert torch.equal(result, torch.from_numpy(expected.copy()).permute(2, 0, 1) / 255)
+    assert not torch.equal(out, x), "JPEG artefacts"
+    assert float((out[0] - x[0]).abs().mean()) > float((out[1] - x[1]).abs().mean())
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+def test_realistic_lr_is_a_pure_function_of_the_seed():
+    hr = (batch(n=1, size=48)[0] * 255).round().to(torch.uint8)
+    params = RealisticDegradation()
+    outputs = [degradation.realistic_lr(hr, 4, params, seeded(s)) for s in range(12)]
+    for s, lr in enumerate(outputs):
+        assert lr.shape == (3, 12, 12) and lr.dtype == torch.uint8
+        assert torch.equal(lr, degradation.realistic_lr(hr, 4, params, seeded(s)))
+    assert len({lr.numpy().tobytes() for lr in outputs}) == 12
+    tiny = hr[:, :8, :8].contiguous()  # 2x2 LR: every resize and padding still works
+    for s in range(20):
+        assert degradation.realistic_lr(tiny, 4, params, seeded(s)).shape == (3, 2, 2)
+
+
+def test_realistic_lr_without_random_steps_is_a_fixed_chain():
+    """All probabilities at their extremes: the chain is blur, area resize, Gaussian noise and
+    JPEG at the qualities given, so a zero-noise, quality-100 run stays close to bicubic."""
+    hr = (batch(n=1, size=48)[0] * 255).round().to(torch.uint8)
+    params = RealisticDegradation(
+        sinc_prob=0, sinc_prob2=0, final_sinc_prob=0, second_blur_prob=0,
+        kernel_list=("iso",), kernel_prob=(1.0,), blur_sigma=(0.2, 0.2),
+        resize_prob=(0, 0, 1), resize_prob2=(0, 0, 1), resize_modes=("area",),
+        gaussian_noise_prob=1, gaussian_noise_prob2=1, noise_range=(0, 0), noise_range2=(0, 0),
+        jpeg_range=(100, 100), jpeg_range2=(100, 100))
+    lr = degradation.realistic_lr(hr, 4, params, seeded(0)).float()
+    reference = degradation.downscale_tensor(hr, 4).float()
+    assert float((lr - reference).abs().mean()) < 12
+
+
+def test_parameters_default_to_real_esrgan_and_reject_bad_values():
+    p = RealisticDegradation()
+    assert (p.kernel_prob, p.sinc_prob, p.blur_sigma, p.blur_sigma2) == (
+        (0.45, 0.25, 0.12, 0.03, 0.12, 0.03), 0.1, (0.2, 3.0), (0.2, 1.5))
+    assert (p.resize_prob, p.resize_range, p.resize_prob2, p.resize_range2) == (
+        (0.2, 0.7, 0.1), (0.15, 1.5), (0.3, 0.4, 0.3), (0.3, 1.2))
+    assert (p.noise_range, p.noise_range2, p.poisson_scale_range, p.poisson_scale_range2) == (
+        (1, 30), (1, 25), (0.05, 3), (0.05, 2.5))
+    assert (p.jpeg_range, p.jpeg_range2, p.second_blur_prob, p.final_sinc_prob) == (
+        (30, 95), (30, 95), 0.8, 0.8)
+    for bad in ({"jpeg_range": [50, 120]}, {"noise_range": [5, 1]}, {"sinc_prob": 1.5},
+                {"kernel_list": ["iso", "box"], "kernel_prob": [0.5, 0.5]},
+                {"resize_prob": [0.5, 0.5]}, {"kernel_sizes": [4]}, {"colour": 1}):
+        with pytest.raises(ValueError):
+            RealisticDegradation.from_dict(bad)
+
+
+# --------------------------------------------------------------------------- config and data
+
+
+def test_config_file_sets_the_realistic_ranges_and_round_trips(tmp_path):
+    (tmp_path / "c.toml").write_text(
+        'degradation = "realistic"\n\n[realistic]\njpeg_range = [60, 90]\nsinc-prob = 0.2\n')
+    config = load_config(tmp_path / "c.toml")
+    assert config.degradation == "realistic"
+    assert config.realistic == RealisticDegradation(jpeg_range=(60.0, 90.0), sinc_prob=0.2)
+    assert load_config(save_config(config, tmp_path / "saved.toml")) == config
+    assert "[realistic]" not in (save_config(make_config({}), tmp_path / "b.toml")).read_text()
+    (tmp_path / "bad.toml").write_text("[realistic]\njpeg_range = [60, 900]\n")
+    with pytest.raises(TrainingError, match=r"\[realistic\] jpeg_range"):
+        load_config(tmp_path / "bad.toml")
+    with pytest.raises(TrainingError, match="choose one of bicubic, realistic"):
+        make_config({"degradation": "jpeg"})
+
+
+def test_bicubic_patches_are_unchanged_bit_for_bit(tmp_path):
+    """The paper protocol must not move: these samples hash as they did before the realistic
+    pipeline existed (computed with commit bf95c95)."""
+    rng = np.random.default_rng(7)
+    Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    dataset = data.PatchDataset(data.scan_folders([tmp_path], 16), 16, 4, seed=3, cache=True)
+    digest = hashlib.sha256()
+    for i in range(8):
+        lr, hr = dataset[i]
+        digest.update(lr.numpy().tobytes())
+        digest.update(hr.numpy().tobytes())
+    assert digest.hexdigest() == (
+        "6c9ba5f753a6c6d4be12c88c9d86a588e4518c50eca4faaaf8edf38835870ecc")
+
+
+def test_realistic_samples_depend_only_on_seed_and_index(train_dir):
+    found = data.scan_folders([train_dir], 16)
+    params = RealisticDegradation()
+    cached = data.PatchDataset(found, 16, 4, seed=0, cache=True, realistic=params)
+    streamed = data.PatchDataset(found, 16, 4, seed=0, cache=False, realistic=params)
+    bicubic = data.PatchDataset(found, 16, 4, seed=0, cache=True)
+    lr, hr = cached[5]
+    assert lr.shape == (3, 4, 4) and lr.dtype == torch.uint8
+    assert torch.equal(hr, bicubic[5][1]), "the same crop and augmentation as bicubic"
+    assert not torch.equal(lr, bicubic[5][0])
+    assert torch.equal(lr, cached[5][0]) and torch.equal(lr, streamed[5][0])
+    in_process = data.batches(cached, 2, start_step=3, workers=0)
+    with_workers = data.batches(streamed, 2, start_step=3, workers=1)
+    for _ in range(2):
+        (lr_a, hr_a), (lr_b, hr_b) = next(in_process), next(with_workers)
+        assert torch.equal(lr_a, lr_b) and torch.equal(hr_a, hr_b)
+
+
+def test_realistic_training_runs_and_resumes_bit_for_bit(tmp_path, train_dir):
+    config = make_config(dict(
+        data=[str(train_dir)], patch_size=16, batch_size=2, num_blocks=1, channels=8,
+        device="cpu", log_every=1, val_every=1000, save_every=1000, phase="pretrain",
+        pretrain_steps=4, degradation="realistic", workers=0))
+    train(config, tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt):
+        def stop_at_2(step):
+            if step == 2:
+                import signal
+
+                signal.raise_signal(signal.SIGINT)
+        train(config, tmp_path / "stopped", on_step=stop_at_2)
+    train(config, tmp_path / "stopped", resume=True)
+    straight = load_file(tmp_path / "straight" / "state.safetensors")
+    resumed = load_file(tmp_path / "stopped" / "state.safetensors")
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    assert 'degradation = "realistic"' in (tmp_path / "straight" / "config.toml").read_text()
+
+
+def test_cli_train_takes_the_degradation_flag(tmp_path, train_dir):
+    result = CliRunner().invoke(main, [
+        "train", "--data", str(train_dir), "--out", str(tmp_path / "run"), "--phase",
+        "pretrain", "--steps", "2", "--batch-size", "2", "--patch-size", "16", "--device",
+        "cpu", "--degradation", "realistic", "-q"])
+    assert result.exit_code == 0, result.output
+    start = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])
+    assert start["degradation"] == "realistic"
+    bad = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "x"), "--degradation",
+                                    "jpeg"])
+    assert bad.exit_code == 2
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def test_eval_inputs_are_identical_across_runs_and_differ_per_image():
+    hr = Image.fromarray(np.random.default_rng(3).integers(0, 256, (40, 48, 3), np.uint8))
+
+    def inputs():
+        return {label: make_lr(hr, "img").tobytes()
+                for label, make_lr in benchmark.lr_makers("Set", "realistic-eval", 4)}
+
+    first = inputs()
+    assert list(first) == ["Set", "Set+jpeg75", "Set+noise10+jpeg85", "Set+blur1.2+jpeg80"]
+    assert first == inputs()
+    assert first["Set"] == degradation.bicubic_downscale(hr, 4).tobytes()
+    assert len(set(first.values())) == 4
+    noisy = dict(benchmark.lr_makers("Set", "realistic-eval", 4))["Set+noise10+jpeg85"]
+    assert noisy(hr, "other").tobytes() != first["Set+noise10+jpeg85"]
+    # pinned: the same bytes in any process, on any run (crc32 seeds, not Python's hash)
+    assert hashlib.sha256(first["Set+noise10+jpeg85"]).hexdigest()[:16] == NOISY_DIGEST
+
+
+NOISY_DIGEST = "7a46717fdf22938f"
+
+
+def test_benchmark_realistic_eval_rows(tmp_path, tiny_checkpoint):
+    folder = tmp_path / "Tiny"
+    folder.mkdir()
+    random_png(folder / "a.png", (48, 44), 5)
+    result = CliRunner().invoke(main, ["benchmark", "--degradation", "realistic-eval", "-m",
+                                       "bicubic", "-m", str(tiny_checkpoint), "-d", str(folder),
+                                       "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["results"]
+    assert [(r["dataset"], r["model"]) for r in rows[:2]] == [("Tiny", "bicubic"),
+                                                               ("Tiny", str(tiny_checkpoint))]
+    assert {r["dataset"] for r in rows} == {"Tiny", "Tiny+jpeg75", "Tiny+noise10+jpeg85",
+                                           "Tiny+blur1.2+jpeg80"}
+    clean = next(r for r in rows if r["dataset"] == "Tiny" and r["model"] == "bicubic")
+    jpeg = next(r for r in rows if r["dataset"] == "Tiny+jpeg75" and r["model"] == "bicubic")
+    assert jpeg["psnr_y"] < clean["psnr_y"]
+
+
+def test_the_real_photo_recipe_loads_with_real_esrgan_ranges():
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "srgan-real-x4.toml"
+    config = load_config(recipe)
+    assert (config.degradation, config.phase, config.scale) == ("realistic", "all", 4)
+    assert config.realistic == RealisticDegradation(), "the table spells out the defaults"
