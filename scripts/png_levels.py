@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from srgan_cli.images import _encode_png16
+from srgan_cli.images import _encode_png
 
 
 def best_time(encode, repeats: int) -> tuple[float, int]:
@@ -62,8 +62,8 @@ def main() -> None:
                 lambda im, s=strategy: pillow(im, compress_level=1, compress_type=s))
     for level in (1, 2, 6):
         measure(f"16-bit writer, level {level} (same pixels x257)",
-                lambda im, lv=level: len(_encode_png16(
-                    np.asarray(im).astype(np.uint16) * 257, None, None, None, level=lv)))
+                lambda im, lv=level: len(_encode_png(
+                    np.asarray(im).astype(np.uint16) * 257, level=lv)))
 
     ref_t, ref_b = rows["Pillow, level 6"] if "Pillow, level 6" in rows else next(iter(
         rows.values()))

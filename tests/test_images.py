@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageCms, ImageFile, ImageOps
 
+from srgan_cli import images
 from srgan_cli.errors import ImageError, SrganError
 from srgan_cli.images import (
     IMAGE_EXTENSIONS,
@@ -84,9 +85,9 @@ def read_png16_sub(data: bytes) -> np.ndarray:
     """(H, W, C) uint16 from a 16-bit PNG whose rows all use filter 0 or 1 (our encoder's)."""
     width, height, depth, colour_type = struct.unpack(">IIBB", data[16:26])
     channels = {0: 1, 4: 2, 2: 3, 6: 4}[colour_type]
-    idat = data.index(b"IDAT")
-    length = struct.unpack(">I", data[idat - 4 : idat])[0]
-    rows = np.frombuffer(zlib.decompress(data[idat + 4 : idat + 4 + length]), np.uint8)
+    chunks = images._png_chunks(io.BytesIO(data))
+    idat = b"".join(body for kind, body in chunks if kind == b"IDAT")  # there may be several
+    rows = np.frombuffer(zlib.decompress(idat), np.uint8)
     rows = rows.reshape(height, -1)
     assert depth == 16 and set(rows[:, 0]) <= {0, 1}
     samples = rows[:, 1:].reshape(height, width, channels * 2).astype(np.int64)
@@ -479,11 +480,10 @@ def test_write_is_atomic(tmp_path, monkeypatch, interruption):
     target = tmp_path / "out.png"
     target.write_bytes(b"previous result")
 
-    def half_save(self, file, *args, **kwargs):
-        file.write(b"\x89PNG half an image")
+    def fail_after_the_header(*args, **kwargs):  # the PNG header is in the file by now
         raise interruption
 
-    monkeypatch.setattr(Image.Image, "save", half_save)
+    monkeypatch.setattr(images, "_filter_rows", fail_after_the_header)
     with pytest.raises(ImageError if isinstance(interruption, OSError) else KeyboardInterrupt):
         write_image(Picture(rgb=torch.rand(3, 4, 4)), target)
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
@@ -622,3 +622,62 @@ def test_plan_single_output_file(tmp_path):
 
 def test_image_error_is_a_srgan_error():
     assert issubclass(ImageError, SrganError) and issubclass(SrganError, Exception)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+@pytest.mark.parametrize("bits", [8, 16])
+def test_streamed_png_decodes_to_the_same_pixels_as_pillows_writer(tmp_path, channels, bits):
+    top, dtype = (255, np.uint8) if bits == 8 else (65535, np.uint16)
+    pixels = np.random.default_rng(channels).integers(0, top + 1, (9, 13, channels), dtype)
+    pixels[3:6] = pixels[2]  # flat runs too, so every filter type gets a chance
+    data = images._encode_png(pixels)
+    if bits == 8:  # the old writer was Pillow's; both must decode to the same pixels
+        mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[channels]
+        old = io.BytesIO()
+        Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels, mode).save(old, "PNG")
+        decoded = np.asarray(Image.open(io.BytesIO(data)))
+        assert np.array_equal(decoded, np.asarray(Image.open(old)))
+        assert np.array_equal(decoded.reshape(pixels.shape), pixels)
+    else:
+        assert np.array_equal(read_png16_sub(data), pixels)
+
+
+def test_png_written_in_many_blocks_decodes_exactly(tmp_path, monkeypatch):
+    monkeypatch.setattr(images, "_PNG_BLOCK_BYTES", 100)  # 100 bytes: 2 rows of 16 RGB pixels
+    blocks = []
+    filter_rows = images._filter_rows
+    monkeypatch.setattr(images, "_filter_rows", lambda rows, *args, **kwargs: (
+        blocks.append(len(rows)) or filter_rows(rows, *args, **kwargs)))
+    rgb = torch.rand(3, 21, 16)
+    write_image(Picture(rgb=rgb, dpi=(72.0, 72.0)), tmp_path / "x.png")
+    assert blocks == [2] * 10 + [1]
+    with Image.open(tmp_path / "x.png") as out:
+        assert out.mode == "RGB" and out.info["dpi"] == pytest.approx((72, 72), abs=0.01)
+        expected = images.quantise(rgb, 8).permute(1, 2, 0).numpy()
+        assert np.array_equal(np.asarray(out), expected)
+
+
+def test_uint8_rgb_output_is_written_without_a_whole_image_copy(tmp_path, monkeypatch):
+    hwc = torch.randint(0, 256, (6, 5, 3), dtype=torch.uint8)  # the upscaler's output buffer
+    seen = []
+    monkeypatch.setattr(images, "_write_png", lambda file, pixels, **kw: seen.append(pixels))
+    write_image(Picture(rgb=hwc.permute(2, 0, 1)), tmp_path / "x.png")
+    assert np.shares_memory(seen[0], hwc.numpy())
+
+
+@pytest.mark.parametrize("dtype, top", [(torch.uint8, 255), (torch.uint16, 65535)])
+def test_grey_of_integer_pixels_is_made_in_blocks_with_the_same_rounding(dtype, top):
+    rgb = torch.randint(0, top + 1, (3, 7, 5), dtype=torch.int32).to(dtype)
+    whole = images._luma(rgb.float() / top)  # the old way: one float copy of everything
+    expected = (whole.clamp(0, 1) * top).round().to(dtype)
+    grey = images._luma(rgb, block_rows=3)
+    assert grey.dtype == dtype and torch.equal(grey, expected)
+
+
+def test_rgb_is_read_as_contiguous_float_without_converting_the_image(tmp_path, monkeypatch):
+    pixels = np.random.default_rng(0).integers(0, 256, (5, 6, 3), np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "x.png")
+    monkeypatch.setattr(Image.Image, "convert", lambda *args, **kwargs: pytest.fail("copied"))
+    rgb = read_image(tmp_path / "x.png").rgb
+    assert rgb.is_contiguous() and rgb.dtype == torch.float32
+    assert torch.equal(rgb, torch.from_numpy(pixels).permute(2, 0, 1).float() / 255)
