@@ -45,12 +45,6 @@ SEED_STRIDE = 1 << 40
 """Per-sample generator seed = seed * SEED_STRIDE + sample index (mod 2**63)."""
 
 
-def load_rgb_uint8(path: Path) -> torch.Tensor:
-    """Decode an image file -> (3, H, W) uint8 RGB with ``srgan upscale``'s reader (EXIF
-    orientation applied, 16-bit scaled to 8, alpha dropped); ImageError if unusable."""
-    return images.read_rgb_uint8(path)
-
-
 @dataclass
 class ImageList:
     """The usable training images of some folders, and what was left out and why."""
@@ -60,17 +54,22 @@ class ImageList:
     too_small: list[Path]
     unreadable: list[Path]
     reasons: dict[Path, str] = field(default_factory=dict)  # why each left-out file was
+    decoded: list[torch.Tensor] | None = None  # the images of ``paths``, if kept by the scan
 
     @property
     def decoded_bytes(self) -> int:
         return sum(3 * w * h for w, h in self.sizes)
 
 
-def scan_folders(folders: Sequence[str | os.PathLike], patch_size: int) -> ImageList:
+def scan_folders(
+    folders: Sequence[str | os.PathLike], patch_size: int, keep_bytes: int = 0
+) -> ImageList:
     """All images under ``folders`` (recursively) whose sides are at least ``patch_size``.
 
-    Each file is decoded once here, so that a truncated or corrupt image is left out (with
-    its reason) now rather than stopping the run when a batch first draws it.
+    Each file is decoded once here (with ``srgan upscale``'s reader), so that a truncated
+    or corrupt image is left out (with its reason) now rather than stopping the run when a
+    batch first draws it. If the usable images decode to at most ``keep_bytes``, they are
+    kept in ``decoded`` so a cached dataset need not decode them a second time.
     """
     found: list[Path] = []
     for folder in map(Path, folders):
@@ -78,13 +77,16 @@ def scan_folders(folders: Sequence[str | os.PathLike], patch_size: int) -> Image
             raise TrainingError(f"training data folder not found: {folder}")
         found += images.find_images(folder, recursive=True)
     result = ImageList([], [], [], [])
+    kept: list[torch.Tensor] | None = []
+    kept_bytes = 0
     for path in found:
         try:
-            height, width = load_rgb_uint8(path).shape[-2:]
+            image = images.read_rgb_uint8(path)
         except ImageError as e:
             result.unreadable.append(path)
             result.reasons[path] = str(e)
             continue
+        height, width = image.shape[-2:]
         size = (width, height)
         if min(size) < patch_size:
             result.too_small.append(path)
@@ -92,6 +94,12 @@ def scan_folders(folders: Sequence[str | os.PathLike], patch_size: int) -> Image
         else:
             result.paths.append(path)
             result.sizes.append(size)
+            if kept is not None:
+                kept.append(image)
+                kept_bytes += image.numel()
+                if kept_bytes > keep_bytes:
+                    kept = None  # too big to keep: a streamed dataset decodes on demand
+    result.decoded = kept
     if not result.paths:
         raise TrainingError(
             f"no usable training images in {', '.join(map(str, folders))}: found {len(found)} "
@@ -129,7 +137,10 @@ class PatchDataset(Dataset):
         self.paths, self.sizes = image_list.paths, image_list.sizes
         self.patch_size, self.scale, self.seed = patch_size, scale, seed
         self.realistic = realistic
-        self.cache = [load_rgb_uint8(p) for p in self.paths] if cache else None
+        self.cache = None
+        if cache:
+            self.cache = (image_list.decoded if image_list.decoded is not None
+                          else [images.read_rgb_uint8(p) for p in self.paths])
 
     def __len__(self) -> int:  # samples are drawn by index from an endless stream
         return 2**62
@@ -147,7 +158,7 @@ class PatchDataset(Dataset):
         width, height = self.sizes[i]
         top, left = draw(height - self.patch_size + 1), draw(width - self.patch_size + 1)
         flip, rotations = bool(draw(2)), draw(4)
-        image = self.cache[i] if self.cache is not None else load_rgb_uint8(self.paths[i])
+        image = self.cache[i] if self.cache is not None else images.read_rgb_uint8(self.paths[i])
         p = self.patch_size
         hr = augment(image[:, top:top + p, left:left + p], flip, rotations).contiguous()
         if self.realistic is not None:

@@ -284,8 +284,8 @@ class Trainer:
 
     def prepare_data(self) -> dict:
         cfg = self.config
-        found = data.scan_folders(cfg.data, cfg.patch_size)
-        cached = found.decoded_bytes <= cfg.cache_mb * 2**20
+        found = data.scan_folders(cfg.data, cfg.patch_size, keep_bytes=cfg.cache_mb * 2**20)
+        cached = found.decoded is not None
         realistic = cfg.realistic if cfg.degradation == "realistic" else None
         self.dataset = data.PatchDataset(found, cfg.patch_size, cfg.scale, cfg.seed, cached,
                                          realistic)

@@ -340,3 +340,17 @@ def test_shipped_recipes_are_valid_configs():
     for path in recipes:
         config = load_config(path)
         assert config.scale == 4 and config.num_blocks == 16, path.name
+
+
+def test_scan_keeps_the_decoded_images_only_when_they_fit(image_dirs):
+    """A cached dataset reuses the scan's decoded images instead of decoding them again."""
+    from srgan_cli import images
+
+    kept = data.scan_folders([image_dirs[0]], patch_size=16, keep_bytes=2**30)
+    assert kept.decoded is not None and len(kept.decoded) == len(kept.paths) == 3
+    for path, image in zip(kept.paths, kept.decoded, strict=True):
+        assert torch.equal(image, images.read_rgb_uint8(path))
+    dataset = data.PatchDataset(kept, patch_size=16, scale=4, seed=0, cache=True)
+    assert dataset.cache is kept.decoded
+    too_big = data.scan_folders([image_dirs[0]], patch_size=16, keep_bytes=kept.decoded_bytes - 1)
+    assert too_big.decoded is None
