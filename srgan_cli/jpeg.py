@@ -16,6 +16,8 @@ CUDA lacks), and nothing reads a value back to the host, so the batch is one set
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from srgan_cli.errors import InputError
@@ -57,9 +59,15 @@ def _compute_reciprocal(divisor: int) -> tuple[int, int, int]:
     return fq, c, r
 
 
-# Reciprocal tables indexed by quantval (1..255 in baseline; divisor = quantval << 3).
-_RECIPROCALS = torch.tensor(
-    [(0, 0, 0)] + [_compute_reciprocal(q << 3) for q in range(1, 256)], dtype=torch.int32)
+@functools.cache
+def _constants(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tables on ``device``, copied there once (a copy per call could wait on the device):
+    (2, 64) int64 standard luma/chroma tables, and (256, 3) int32 (reciprocal, correction,
+    shift) of compute_reciprocal for each baseline quantval 1..255 (divisor quantval << 3)."""
+    basic = torch.tensor([_STD_LUMINANCE, _STD_CHROMINANCE], dtype=torch.int64)
+    reciprocals = torch.tensor(
+        [(0, 0, 0)] + [_compute_reciprocal(q << 3) for q in range(1, 256)], dtype=torch.int32)
+    return basic.to(device), reciprocals.to(device)
 
 
 def quant_tables(quality: torch.Tensor) -> torch.Tensor:
@@ -70,7 +78,7 @@ def quant_tables(quality: torch.Tensor) -> torch.Tensor:
     """
     q = quality.clamp(1, 100)
     scale = torch.where(q < 50, 5000 // q, 200 - 2 * q)
-    basic = torch.tensor([_STD_LUMINANCE, _STD_CHROMINANCE], device=q.device)
+    basic = _constants(q.device)[0]
     return ((basic * scale[:, None, None] + 50) // 100).clamp(1, 255)
 
 
@@ -177,7 +185,7 @@ def quantize(coefs: torch.Tensor, quantvals: torch.Tensor) -> torch.Tensor:
     coefs: (..., 8, 8) int32 from :func:`fdct_islow`; quantvals: broadcastable (..., 8, 8)
     int64 in 1..255. int32 is safe: (|t| + corr) < 2**15 and recip < 2**16.
     """
-    table = _RECIPROCALS.to(coefs.device)[quantvals]
+    table = _constants(coefs.device)[1][quantvals]
     recip, corr, shift = table.unbind(-1)
     magnitude = ((coefs.abs() + corr) * recip) >> shift
     return torch.where(coefs < 0, -magnitude, magnitude)
@@ -325,8 +333,7 @@ def jpeg(x: torch.Tensor, quality: torch.Tensor | int, heights: torch.Tensor | N
     if n == 0 or h == 0 or w == 0:
         return x.clone()
     device = x.device
-    tables = quant_tables(_check_quality(quality, n, device))[:, :, None, None, None, :]
-    tables = tables.reshape(n, 2, 1, 1, 8, 8)
+    tables = quant_tables(_check_quality(quality, n, device)).reshape(n, 2, 1, 1, 8, 8)
     heights = _check_sizes(heights, n, h, device, "heights")
     widths = _check_sizes(widths, n, w, device, "widths")
     # Encoder (jcprepct.c, jcsample.c): pad to whole 16x16 MCUs by edge replication,
