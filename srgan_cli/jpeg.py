@@ -17,6 +17,7 @@ CUDA lacks), and nothing reads a value back to the host, so the batch is one set
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import torch
 
@@ -59,17 +60,6 @@ def _compute_reciprocal(divisor: int) -> tuple[int, int, int]:
     return fq, c, r
 
 
-@functools.cache
-def _constants(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The tables on ``device``, copied there once (a copy per call could wait on the device):
-    (2, 64) int64 standard luma/chroma tables, and (256, 3) int32 (reciprocal, correction,
-    shift) of compute_reciprocal for each baseline quantval 1..255 (divisor quantval << 3)."""
-    basic = torch.tensor([_STD_LUMINANCE, _STD_CHROMINANCE], dtype=torch.int64)
-    reciprocals = torch.tensor(
-        [(0, 0, 0)] + [_compute_reciprocal(q << 3) for q in range(1, 256)], dtype=torch.int32)
-    return basic.to(device), reciprocals.to(device)
-
-
 def quant_tables(quality: torch.Tensor) -> torch.Tensor:
     """jcparam.c jpeg_set_quality(quality, force_baseline=TRUE): per-sample tables.
 
@@ -78,7 +68,7 @@ def quant_tables(quality: torch.Tensor) -> torch.Tensor:
     """
     q = quality.clamp(1, 100)
     scale = torch.where(q < 50, 5000 // q, 200 - 2 * q)
-    basic = _constants(q.device)[0]
+    basic = _constants(q.device).basic_tables
     return ((basic * scale[:, None, None] + 50) // 100).clamp(1, 255)
 
 
@@ -128,71 +118,43 @@ def from_blocks(blocks: torch.Tensor) -> torch.Tensor:
     return blocks.transpose(3, 4).reshape(n, c, by * 8, bx * 8)
 
 
-def _descale(x: torch.Tensor, n: int) -> torch.Tensor:
-    """jdct.h DESCALE: x / 2**n rounded half up (arithmetic shift, floor for negatives)."""
-    return (x + (1 << (n - 1))) >> n
-
-
 # jfdctint.c / jidctint.c constants, FIX(x) with CONST_BITS = 13.
 _C0_298, _C0_390, _C0_541, _C0_765 = 2446, 3196, 4433, 6270
 _C0_899, _C1_175, _C1_501, _C1_847 = 7373, 9633, 12299, 15137
 _C1_961, _C2_053, _C2_562, _C3_072 = 16069, 16819, 20995, 25172
 _CONST_BITS, _PASS1_BITS = 13, 2
 
+# A pass's outputs before their final DESCALE, each with its shift (0: no rounding).
+_Outputs = list[tuple[torch.Tensor, int]]
 
-def _fdct_1d(d: list[torch.Tensor], first_pass: bool) -> list[torch.Tensor]:
-    """One pass of jpeg_fdct_islow (LL&M butterfly) over 8 tensors d[0..7]."""
+
+def _fdct_butterfly(d: list[torch.Tensor], first_pass: bool) -> _Outputs:
+    """One pass of jfdctint.c jpeg_fdct_islow (LL&M butterfly) over 8 tensors d[0..7]."""
     tmp0, tmp7 = d[0] + d[7], d[0] - d[7]
     tmp1, tmp6 = d[1] + d[6], d[1] - d[6]
     tmp2, tmp5 = d[2] + d[5], d[2] - d[5]
     tmp3, tmp4 = d[3] + d[4], d[3] - d[4]
     tmp10, tmp13, tmp11, tmp12 = tmp0 + tmp3, tmp0 - tmp3, tmp1 + tmp2, tmp1 - tmp2
     shift = _CONST_BITS - _PASS1_BITS if first_pass else _CONST_BITS + _PASS1_BITS
-    out: list[torch.Tensor] = [tmp10] * 8
-    if first_pass:
-        out[0], out[4] = (tmp10 + tmp11) << _PASS1_BITS, (tmp10 - tmp11) << _PASS1_BITS
+    if first_pass:  # LEFT_SHIFT(x, PASS1_BITS): exact
+        dc = [((tmp10 + tmp11) << _PASS1_BITS, 0), ((tmp10 - tmp11) << _PASS1_BITS, 0)]
     else:
-        out[0], out[4] = _descale(tmp10 + tmp11, _PASS1_BITS), _descale(tmp10 - tmp11, _PASS1_BITS)
+        dc = [(tmp10 + tmp11, _PASS1_BITS), (tmp10 - tmp11, _PASS1_BITS)]
     z1 = (tmp12 + tmp13) * _C0_541
-    out[2] = _descale(z1 + tmp13 * _C0_765, shift)
-    out[6] = _descale(z1 - tmp12 * _C1_847, shift)
+    out2, out6 = z1 + tmp13 * _C0_765, z1 - tmp12 * _C1_847
     z1, z2, z3, z4 = tmp4 + tmp7, tmp5 + tmp6, tmp4 + tmp6, tmp5 + tmp7
     z5 = (z3 + z4) * _C1_175
     tmp4, tmp5, tmp6, tmp7 = tmp4 * _C0_298, tmp5 * _C2_053, tmp6 * _C3_072, tmp7 * _C1_501
     z1, z2 = z1 * -_C0_899, z2 * -_C2_562
     z3, z4 = z3 * -_C1_961 + z5, z4 * -_C0_390 + z5
-    out[7] = _descale(tmp4 + z1 + z3, shift)
-    out[5] = _descale(tmp5 + z2 + z4, shift)
-    out[3] = _descale(tmp6 + z2 + z3, shift)
-    out[1] = _descale(tmp7 + z1 + z4, shift)
-    return out
+    odd = [tmp7 + z1 + z4, tmp6 + z2 + z3, tmp5 + z2 + z4, tmp4 + z1 + z3]  # outputs 1, 3, 5, 7
+    return [dc[0], (odd[0], shift), (out2, shift), (odd[1], shift),
+            dc[1], (odd[2], shift), (out6, shift), (odd[3], shift)]
 
 
-def fdct_islow(blocks: torch.Tensor) -> torch.Tensor:
-    """jfdctint.c jpeg_fdct_islow: (..., 8, 8) int32 samples - 128 -> coefficients scaled by 8.
-
-    int32 is safe: with inputs in [-128, 127] no intermediate exceeds 4e8 in magnitude (the
-    sum of absolute linear-map weights times the largest input, per pass).
-    """
-    rows = torch.stack(_fdct_1d(list(blocks.unbind(-1)), first_pass=True), -1)
-    return torch.stack(_fdct_1d(list(rows.unbind(-2)), first_pass=False), -2)
-
-
-def quantize(coefs: torch.Tensor, quantvals: torch.Tensor) -> torch.Tensor:
-    """jcdctmgr.c quantize (reciprocal-multiply form of the SIMD build; the C fallback with
-    16-bit DCTELEM is the same arithmetic): |q| = ((|t| + corr) * recip) >> r, sign restored.
-
-    coefs: (..., 8, 8) int32 from :func:`fdct_islow`; quantvals: broadcastable (..., 8, 8)
-    int64 in 1..255. int32 is safe: (|t| + corr) < 2**15 and recip < 2**16.
-    """
-    table = _constants(coefs.device)[1][quantvals]
-    recip, corr, shift = table.unbind(-1)
-    magnitude = ((coefs.abs() + corr) * recip) >> shift
-    return torch.where(coefs < 0, -magnitude, magnitude)
-
-
-def _idct_1d(d: list[torch.Tensor], first_pass: bool) -> list[torch.Tensor]:
-    """One pass of jpeg_idct_islow over 8 tensors d[0..7] (outputs descaled for the pass)."""
+def _idct_butterfly(d: list[torch.Tensor], first_pass: bool) -> _Outputs:
+    """One pass of jidctint.c jpeg_idct_islow over 8 tensors d[0..7] (the second pass's
+    shift includes the final division by 8). Its zero-AC shortcuts give the same values."""
     shift = _CONST_BITS - _PASS1_BITS if first_pass else _CONST_BITS + _PASS1_BITS + 3
     z2, z3 = d[2], d[6]
     z1 = (z2 + z3) * _C0_541
@@ -206,24 +168,90 @@ def _idct_1d(d: list[torch.Tensor], first_pass: bool) -> list[torch.Tensor]:
     z1, z2 = z1 * -_C0_899, z2 * -_C2_562
     z3, z4 = z3 * -_C1_961 + z5, z4 * -_C0_390 + z5
     tmp0, tmp1, tmp2, tmp3 = tmp0 + z1 + z3, tmp1 + z2 + z4, tmp2 + z2 + z3, tmp3 + z1 + z4
-    return [_descale(v, shift) for v in (
-        tmp10 + tmp3, tmp11 + tmp2, tmp12 + tmp1, tmp13 + tmp0,
-        tmp13 - tmp0, tmp12 - tmp1, tmp11 - tmp2, tmp10 - tmp3)]
+    return [(v, shift) for v in (tmp10 + tmp3, tmp11 + tmp2, tmp12 + tmp1, tmp13 + tmp0,
+                                 tmp13 - tmp0, tmp12 - tmp1, tmp11 - tmp2, tmp10 - tmp3)]
+
+
+def _as_matrix(outputs: _Outputs) -> torch.Tensor:
+    """A pass run on the 8 unit vectors -> (3, 8, 8) float64: its integer matrix, and each
+    output row's DESCALE rounding and shift (broadcast along the row). Every butterfly step
+    before DESCALE is an integer add, multiply by a constant or left shift, so the pass is
+    exactly ``(matrix @ d + rounding) >> shift``."""
+    matrix = torch.stack([value for value, _ in outputs])
+    shifts = torch.tensor([shift for _, shift in outputs])[:, None].expand(8, 8)
+    rounding = torch.where(shifts > 0, (1 << shifts) >> 1, 0)
+    return torch.stack([matrix, rounding, shifts]).double()
+
+
+def _dct_passes() -> torch.Tensor:
+    """(4, 3, 8, 8): the forward DCT's row and column passes, then the inverse DCT's column
+    and row passes, as :func:`_as_matrix` gives them."""
+    unit = list(torch.eye(8, dtype=torch.int64))
+    return torch.stack([_as_matrix(_fdct_butterfly(unit, True)),
+                        _as_matrix(_fdct_butterfly(unit, False)),
+                        _as_matrix(_idct_butterfly(unit, True)),
+                        _as_matrix(_idct_butterfly(unit, False))])
+
+
+def _apply_pass(x: torch.Tensor, dct_pass: torch.Tensor, dim: int) -> torch.Tensor:
+    """One 1-D pass along ``dim`` (-1: within rows, -2: within columns) of (..., 8, 8) int
+    blocks: the exact integer product (float64 holds it exactly: every |value| < 2**45, far
+    below 2**53), then DESCALE (jdct.h: add half, arithmetic shift right). Returns int64."""
+    matrix, rounding, shifts = dct_pass.long().unbind(0)
+    if dim == -1:
+        product = x.double() @ dct_pass[0].T
+        rounding, shifts = rounding[:, 0], shifts[:, 0]
+    else:
+        product = dct_pass[0] @ x.double()
+        rounding, shifts = rounding[:, :1], shifts[:, :1]
+    return (product.long() + rounding) >> shifts
+
+
+def fdct_islow(blocks: torch.Tensor) -> torch.Tensor:
+    """jfdctint.c jpeg_fdct_islow: (..., 8, 8) int samples - 128 -> int64 coefficients,
+    scaled up by 8 as libjpeg leaves them (rows first, then columns)."""
+    passes = _constants(blocks.device).dct
+    return _apply_pass(_apply_pass(blocks, passes[0], dim=-1), passes[1], dim=-2)
+
+
+def quantize(coefs: torch.Tensor, quantvals: torch.Tensor) -> torch.Tensor:
+    """jcdctmgr.c quantize (reciprocal-multiply form of the SIMD build; the C fallback with
+    16-bit DCTELEM is the same arithmetic): |q| = ((|t| + corr) * recip) >> r, sign restored.
+
+    coefs: (..., 8, 8) from :func:`fdct_islow` (|t| <= 2**15); quantvals: broadcastable
+    (..., 8, 8) int64 in 1..255. Returns int32: (|t| + corr) * recip < 2**31.
+    """
+    recip, corr, shift = _constants(coefs.device).reciprocals[quantvals].unbind(-1)
+    magnitude = ((coefs.int().abs() + corr) * recip) >> shift
+    return torch.where(coefs < 0, -magnitude, magnitude)
 
 
 def idct_islow(coefs: torch.Tensor, quantvals: torch.Tensor) -> torch.Tensor:
     """jddctmgr.c dequantisation + jidctint.c jpeg_idct_islow + range limiting.
 
     coefs: (..., 8, 8) quantised coefficients; quantvals: broadcastable int64 table. Returns
-    (..., 8, 8) int64 samples in 0..255. Computed in int64: the second pass can exceed int32
-    for extreme (though not for natural) coefficients. The zero-AC shortcuts of the C code give
-    the same values as the full butterfly, so they need no special case. The range limit is
-    jdmaster.c's table indexed by ``x & 1023``: a clamp of x + 128 to 0..255 for x in
-    [-512, 511] that wraps beyond (see :func:`range_limit`).
+    (..., 8, 8) int64 samples in 0..255 (columns first, then rows, as libjpeg).
     """
-    dequantized = coefs.long() * quantvals
-    columns = torch.stack(_idct_1d(list(dequantized.unbind(-2)), first_pass=True), -2)
-    return range_limit(torch.stack(_idct_1d(list(columns.unbind(-1)), first_pass=False), -1))
+    passes = _constants(coefs.device).dct
+    columns = _apply_pass(coefs.long() * quantvals, passes[2], dim=-2)
+    return range_limit(_apply_pass(columns, passes[3], dim=-1))
+
+
+class _Tables(NamedTuple):
+    """The constant tables, on one device."""
+
+    basic_tables: torch.Tensor  # (2, 64) int64: standard luma, chroma tables (jcparam.c)
+    reciprocals: torch.Tensor  # (256, 3) int32 compute_reciprocal(quantval << 3) per quantval
+    dct: torch.Tensor  # (4, 3, 8, 8) float64 DCT passes, see _dct_passes
+
+
+@functools.cache
+def _constants(device: torch.device) -> _Tables:
+    """The tables on ``device``, copied there once (a copy per call could wait on the device)."""
+    reciprocals = [(0, 0, 0)] + [_compute_reciprocal(q << 3) for q in range(1, 256)]
+    return _Tables(torch.tensor([_STD_LUMINANCE, _STD_CHROMINANCE], device=device),
+                   torch.tensor(reciprocals, dtype=torch.int32, device=device),
+                   _dct_passes().to(device))
 
 
 def range_limit(x: torch.Tensor) -> torch.Tensor:
