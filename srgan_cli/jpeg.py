@@ -174,13 +174,14 @@ def _idct_butterfly(d: list[torch.Tensor], first_pass: bool) -> _Outputs:
 
 def _as_matrix(outputs: _Outputs) -> torch.Tensor:
     """A pass run on the 8 unit vectors -> (3, 8, 8) float64: its integer matrix, and each
-    output row's DESCALE rounding and shift (broadcast along the row). Every butterfly step
-    before DESCALE is an integer add, multiply by a constant or left shift, so the pass is
-    exactly ``(matrix @ d + rounding) >> shift``."""
-    matrix = torch.stack([value for value, _ in outputs])
-    shifts = torch.tensor([shift for _, shift in outputs])[:, None].expand(8, 8)
-    rounding = torch.where(shifts > 0, (1 << shifts) >> 1, 0)
-    return torch.stack([matrix, rounding, shifts]).double()
+    output row's DESCALE rounding 2**(shift - 1) and scale 2**-shift (broadcast along the
+    row). Every butterfly step before DESCALE is an integer add, multiply by a constant or left
+    shift, so the pass is exactly ``floor((matrix @ d + rounding) * scale)``."""
+    matrix = torch.stack([value for value, _ in outputs]).double()
+    shifts = torch.tensor([shift for _, shift in outputs], dtype=torch.float64)
+    rounding = torch.where(shifts > 0, 2 ** (shifts - 1), 0)
+    return torch.stack([matrix, rounding[:, None].expand(8, 8),
+                        (2 ** -shifts)[:, None].expand(8, 8)])
 
 
 def _dct_passes() -> torch.Tensor:
@@ -194,35 +195,33 @@ def _dct_passes() -> torch.Tensor:
 
 
 def _apply_pass(x: torch.Tensor, dct_pass: torch.Tensor, dim: int) -> torch.Tensor:
-    """One 1-D pass along ``dim`` (-1: within rows, -2: within columns) of (..., 8, 8) int
-    blocks: the exact integer product (float64 holds it exactly: every |value| < 2**45, far
-    below 2**53), then DESCALE (jdct.h: add half, arithmetic shift right). Returns int64."""
-    matrix, rounding, shifts = dct_pass.long().unbind(0)
+    """One 1-D pass along ``dim`` (-1: within rows, -2: within columns) of (..., 8, 8)
+    integer-valued float64 blocks: the integer matrix product, then DESCALE (jdct.h: add half,
+    shift right, i.e. floor division by 2**shift). float64 does this exactly: every |value|
+    stays below 2**45, far under 2**53, and scaling by a power of two is exact."""
+    matrix, rounding, scale = dct_pass.unbind(0)
     if dim == -1:
-        product = x.double() @ dct_pass[0].T
-        rounding, shifts = rounding[:, 0], shifts[:, 0]
-    else:
-        product = dct_pass[0] @ x.double()
-        rounding, shifts = rounding[:, :1], shifts[:, :1]
-    return (product.long() + rounding) >> shifts
+        return torch.floor((x @ matrix.T + rounding[:, 0]) * scale[:, 0])
+    return torch.floor((matrix @ x + rounding[:, :1]) * scale[:, :1])
 
 
 def fdct_islow(blocks: torch.Tensor) -> torch.Tensor:
-    """jfdctint.c jpeg_fdct_islow: (..., 8, 8) int samples - 128 -> int64 coefficients,
+    """jfdctint.c jpeg_fdct_islow: (..., 8, 8) int samples - 128 -> int32 coefficients,
     scaled up by 8 as libjpeg leaves them (rows first, then columns)."""
     passes = _constants(blocks.device).dct
-    return _apply_pass(_apply_pass(blocks, passes[0], dim=-1), passes[1], dim=-2)
+    return _apply_pass(_apply_pass(blocks.double(), passes[0], dim=-1), passes[1], dim=-2).int()
 
 
 def quantize(coefs: torch.Tensor, quantvals: torch.Tensor) -> torch.Tensor:
     """jcdctmgr.c quantize (reciprocal-multiply form of the SIMD build; the C fallback with
     16-bit DCTELEM is the same arithmetic): |q| = ((|t| + corr) * recip) >> r, sign restored.
 
-    coefs: (..., 8, 8) from :func:`fdct_islow` (|t| <= 2**15); quantvals: broadcastable
-    (..., 8, 8) int64 in 1..255. Returns int32: (|t| + corr) * recip < 2**31.
+    coefs: (..., 8, 8) int32 from :func:`fdct_islow`; quantvals: broadcastable (..., 8, 8)
+    int64 in 1..255. Returns int32, which is safe: |t| < 2**14 (64 samples of magnitude <= 128
+    summed for the DC; less for any AC), corr <= 1021 and recip <= 2**16.
     """
     recip, corr, shift = _constants(coefs.device).reciprocals[quantvals].unbind(-1)
-    magnitude = ((coefs.int().abs() + corr) * recip) >> shift
+    magnitude = ((coefs.abs() + corr) * recip) >> shift
     return torch.where(coefs < 0, -magnitude, magnitude)
 
 
@@ -230,11 +229,11 @@ def idct_islow(coefs: torch.Tensor, quantvals: torch.Tensor) -> torch.Tensor:
     """jddctmgr.c dequantisation + jidctint.c jpeg_idct_islow + range limiting.
 
     coefs: (..., 8, 8) quantised coefficients; quantvals: broadcastable int64 table. Returns
-    (..., 8, 8) int64 samples in 0..255 (columns first, then rows, as libjpeg).
+    (..., 8, 8) int32 samples in 0..255 (columns first, then rows, as libjpeg).
     """
     passes = _constants(coefs.device).dct
-    columns = _apply_pass(coefs.long() * quantvals, passes[2], dim=-2)
-    return range_limit(_apply_pass(columns, passes[3], dim=-1))
+    columns = _apply_pass(coefs.double() * quantvals, passes[2], dim=-2)
+    return range_limit(_apply_pass(columns, passes[3], dim=-1).int())
 
 
 class _Tables(NamedTuple):
@@ -258,29 +257,31 @@ def range_limit(x: torch.Tensor) -> torch.Tensor:
     """jdmaster.c prepare_range_limit_table as used by the IDCT: range_limit[x & RANGE_MASK]
     (RANGE_MASK = 1023) with the table centred at +128: clamp(x + 128, 0, 255) for x in
     [-512, 511], repeating with period 1024 beyond."""
-    wrapped = x & 1023
-    return (torch.where(wrapped >= 512, wrapped - 1024, wrapped) + 128).clamp(0, 255)
+    return (((x + 512) & 1023) - 384).clamp(0, 255)
 
 
 def upsample_h2v2(planes: torch.Tensor, heights: torch.Tensor,
                   widths: torch.Tensor) -> torch.Tensor:
     """jdsample.c h2v2_fancy_upsample with jdmainct.c context rows, or h2v2_upsample.
 
-    planes: (N, C, h, w) int64 decoded chroma; heights, widths: (N,) each sample's downsampled
-    size (ceil(H/2), ceil(W/2)). Returns (N, C, 2h, 2w). Fancy (triangle) upsampling is used
-    where the downsampled width is > 2 (jinit_upsampler), else 2x2 replication. The rows above
-    the first and below the last real row are copies of it (jdmainct.c make_funny_pointers,
-    set_bottom_pointers); the first and last columns' special cases amount to the same edge
-    replication, so all edges are clamped gathers.
+    planes: (N, C, h, w) int32 decoded chroma; heights, widths: (N,) each sample's downsampled
+    size (ceil(H/2), ceil(W/2)). Returns (N, C, 2h, 2w) int32. Fancy (triangle) upsampling:
+    each output is (3 * nearer + farther) per axis, column sums rounded by +8 or +7 >> 4. The
+    rows above the first and below the last real row are copies of it (jdmainct.c
+    make_funny_pointers, set_bottom_pointers), and the first and last columns' special cases
+    amount to the same edge replication, so all neighbours are clamped gathers. Where the
+    downsampled width is <= 2 libjpeg replicates each sample 2x2 instead (jinit_upsampler);
+    that is the same formula with every neighbour taken as the sample itself, since
+    (16 c + 8) >> 4 = (16 c + 7) >> 4 = c.
     """
     n, c, h, w = planes.shape
-    device = planes.device
-    rows = torch.arange(h, device=device)
-    cols = torch.arange(w, device=device)
-    above = (rows - 1).clamp(min=0).expand(n, h)
-    below = torch.minimum(rows + 1, heights[:, None] - 1)
-    left = (cols - 1).clamp(min=0).expand(n, w)
-    right = torch.minimum(cols + 1, widths[:, None] - 1)
+    rows = torch.arange(h, device=planes.device).expand(n, h)
+    cols = torch.arange(w, device=planes.device).expand(n, w)
+    fancy = (widths > 2)[:, None]
+    above = torch.where(fancy, (rows - 1).clamp(min=0), rows)
+    below = torch.where(fancy, torch.minimum(rows + 1, heights[:, None] - 1), rows)
+    left = torch.where(fancy, (cols - 1).clamp(min=0), cols)
+    right = torch.where(fancy, torch.minimum(cols + 1, widths[:, None] - 1), cols)
 
     def gather_rows(index: torch.Tensor) -> torch.Tensor:
         return planes.gather(2, index[:, None, :, None].expand(n, c, h, w))
@@ -293,14 +294,12 @@ def upsample_h2v2(planes: torch.Tensor, heights: torch.Tensor,
         return colsums.gather(3, index[:, None, None, :].expand(n, c, 2 * h, w))
 
     near = 3 * colsums
-    fancy = torch.stack([(near + gather_cols(left) + 8) >> 4,
-                         (near + gather_cols(right) + 7) >> 4], 4).reshape(n, c, 2 * h, 2 * w)
-    box = planes.repeat_interleave(2, 2).repeat_interleave(2, 3)
-    return torch.where((widths > 2)[:, None, None, None], fancy, box)
+    return torch.stack([(near + gather_cols(left) + 8) >> 4,
+                        (near + gather_cols(right) + 7) >> 4], 4).reshape(n, c, 2 * h, 2 * w)
 
 
 def ycc_to_rgb(ycc: torch.Tensor) -> torch.Tensor:
-    """jdcolor.c ycc_rgb_convert: (N, 3, H, W) int64 Y, Cb, Cr 0..255 -> RGB 0..255 (the
+    """jdcolor.c ycc_rgb_convert: (N, 3, H, W) int32 Y, Cb, Cr 0..255 -> RGB 0..255 (the
     build_ycc_rgb_table fixed-point tables, 16 fractional bits; arithmetic right shifts)."""
     y, cb, cr = ycc.unbind(1)
     cb, cr = cb - 128, cr - 128
@@ -375,7 +374,7 @@ def jpeg(x: torch.Tensor, quality: torch.Tensor | int, heights: torch.Tensor | N
                              padded_h // 2, padded_w // 2)
 
     def round_trip(planes: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        """Samples (N, C, H, W) int32 -> decoded samples (N, C, H, W) int64."""
+        """Samples (N, C, H, W) int32 -> decoded samples (N, C, H, W) int32."""
         coefs = quantize(fdct_islow(to_blocks(planes) - 128), table)
         return from_blocks(idct_islow(coefs, table))
 
