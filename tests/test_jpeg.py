@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from srgan_cli import jpeg as jpeg_module
 from srgan_cli.jpeg import jpeg, quant_tables, range_limit
 
 QUALITIES = (1, 10, 30, 50, 75, 90, 95, 100)
@@ -101,6 +102,22 @@ def test_quant_tables_equal_pillows_at_every_quality() -> None:
         with Image.open(buffer) as decoded:
             expected = [list(decoded.quantization[0]), list(decoded.quantization[1])]
         assert tables[quality - 1].tolist() == expected, quality
+
+
+@pytest.mark.parametrize(("name", "index", "limit"), [
+    ("_fdct_butterfly", 0, 128), ("_fdct_butterfly", 1, 2**15),
+    ("_idct_butterfly", 2, 2**16), ("_idct_butterfly", 3, 2**20)])
+def test_dct_pass_matrices_equal_the_integer_butterfly(name: str, index: int, limit: int) -> None:
+    """The float64 matrix form of each islow pass equals the butterfly run in int64 with
+    DESCALE as shifts, on random blocks up to ``limit`` (beyond anything a JPEG holds)."""
+    gen = torch.Generator().manual_seed(index)
+    blocks = torch.randint(-limit, limit, (500, 8, 8), generator=gen)
+    blocks[:4] = torch.tensor([-limit, limit - 1])[torch.randint(2, (4, 8, 8), generator=gen)]
+    first, dim = index in (0, 2), -1 if index in (0, 3) else -2
+    outputs = getattr(jpeg_module, name)(list(blocks.unbind(dim)), first)
+    expected = torch.stack([(v + ((1 << n) >> 1)) >> n for v, n in outputs], dim)
+    dct_pass = jpeg_module._constants(blocks.device).dct[index]
+    assert torch.equal(jpeg_module._apply_pass(blocks.double(), dct_pass, dim).long(), expected)
 
 
 def test_range_limit_clamps_then_wraps_like_libjpeg_table() -> None:
