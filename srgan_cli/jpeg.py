@@ -9,9 +9,19 @@ stage below is one function mirroring one libjpeg-turbo routine, with its intege
 (rounding, biases, reciprocal quantisation, range limiting) copied exactly; entropy coding is
 lossless and so skipped.
 
-Samples are integer tensors throughout: int32 where the bound is proven in the comment, int64
-otherwise. Only elementwise, shift, gather and indexing ops are used (no integer matmul, which
-CUDA lacks), and nothing reads a value back to the host, so the batch is one set of ops.
+Samples are int32 tensors (each function states why that is safe). The two 1-D passes of
+each DCT are integer-linear until their final rounding shift, so they run as 8x8 matrix
+products in float64, which holds every value exactly (integers below 2**45; matrices derived
+from the libjpeg butterfly code at import). Otherwise only elementwise, shift, gather and
+indexing ops are used (no integer matmul, which CUDA lacks), and nothing reads a value back to
+the host, so the batch is one set of ops on its device. On CUDA this needs true IEEE float64
+matmuls (cuBLAS's opt-in FP64 emulation must stay off).
+
+Verified against Pillow 13.0.0 / libjpeg-turbo 3.2.0 (tests/test_jpeg.py). libjpeg-turbo's
+SIMD IDCT (what Pillow runs on x86-64) saturates where its C code wraps (see
+:func:`range_limit`); the two differ only for IDCT outputs beyond [-512, 511], which
+encoded 8-bit images did not reach in our probes (the worst was -385, for 0/255 noise at
+quality 1); this module follows the C code.
 """
 
 from __future__ import annotations
@@ -316,7 +326,8 @@ def _check_sizes(sizes: torch.Tensor | None, n: int, full: int, device: torch.de
     only for CPU tensors (elsewhere that would need a host sync) and clamped to 1..full."""
     if sizes is None:
         return torch.full((n,), full, device=device, dtype=torch.int64)
-    if not isinstance(sizes, torch.Tensor) or sizes.shape != (n,) or sizes.is_floating_point():
+    if (not isinstance(sizes, torch.Tensor) or sizes.shape != (n,) or sizes.is_floating_point()
+            or sizes.is_complex() or sizes.dtype == torch.bool):
         raise InputError(f"{name} must be an integer tensor of shape ({n},)")
     if sizes.device.type == "cpu" and bool(((sizes < 1) | (sizes > full)).any()):
         raise InputError(f"{name} must lie in 1..{full} (the canvas size)")
