@@ -157,3 +157,17 @@ def test_bad_image_or_sizes_are_value_errors() -> None:
 def test_empty_batch_returns_empty() -> None:
     out = jpeg(torch.zeros(0, 3, 8, 8, dtype=torch.uint8), 50)
     assert out.shape == (0, 3, 8, 8)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_equals_cpu() -> None:
+    gen = torch.Generator().manual_seed(5)
+    canvas = torch.randint(0, 256, (6, 3, 45, 38), generator=gen, dtype=torch.uint8)
+    qualities = torch.tensor([1, 10, 50, 75, 95, 100])
+    heights, widths = torch.tensor([45, 1, 20, 33, 2, 45]), torch.tensor([38, 1, 3, 38, 17, 5])
+    expected = jpeg(canvas, qualities, heights, widths)
+    out = jpeg(canvas.cuda(), qualities.cuda(), heights.cuda(), widths.cuda())
+    assert out.device.type == "cuda"
+    for i in range(6):
+        h, w = int(heights[i]), int(widths[i])
+        assert torch.equal(out[i, :, :h, :w].cpu(), expected[i, :, :h, :w])
