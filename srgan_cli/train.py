@@ -408,9 +408,12 @@ class Trainer:
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None)
 
-    def to_device(self, batch: torch.Tensor) -> torch.Tensor:
-        batch = data.to_unit_range(batch.to(self.device, non_blocking=True))
-        return batch.contiguous(memory_format=torch.channels_last) if self.channels_last else batch
+    def to_device(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch of the data stream -> (lr, hr) float in [0, 1], ready for the networks."""
+        pair = data.to_training_pair(batch, self.device)
+        if not self.channels_last:
+            return pair
+        return tuple(x.contiguous(memory_format=torch.channels_last) for x in pair)
 
     @staticmethod
     def step_losses(named: dict[str, torch.Tensor]) -> StepLosses:
@@ -613,8 +616,7 @@ class Trainer:
             for optimizer in (self.opt_g, self.opt_d if phase.name == "gan" else None):
                 for group in optimizer.param_groups if optimizer else []:
                     group["lr"] = lr_value
-            lr_batch, hr_batch = next(stream)
-            step_losses = step_fn(self.to_device(lr_batch), self.to_device(hr_batch))
+            step_losses = step_fn(*self.to_device(next(stream)))
             if self.ema is not None:
                 self.ema.update(self.generator, step_losses.finite)
             self.step += 1
