@@ -471,7 +471,11 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """Mean PSNR-Y, SSIM-Y (and LPIPS when available) on ``--val``, scored exactly as
-        ``srgan benchmark`` scores a model (same degradation, quantisation and border)."""
+        ``srgan benchmark`` scores a model (same degradation, quantisation and border).
+
+        Runs with realistic degradations are scored as ``srgan benchmark --degradation
+        realistic-eval`` does (the mean over its clean, JPEG, noise + JPEG and blur + JPEG
+        inputs): what such a model is for, and so what picks its best checkpoint."""
         model = self.ema.model if self.ema is not None else self.generator
         was_training = model.training
         precision = "bf16" if self.dtype == torch.bfloat16 else "fp32"
@@ -480,9 +484,12 @@ class Trainer:
         def method(lr_image):
             return upscaler.upscale_tensor(benchmark.pil_to_float(lr_image))
 
-        scores = [score for name, hr_images in self.val_sets for score, _ in
-                  benchmark.score_dataset("val", method, name, hr_images, self.config.scale,
-                                          self.lpips)]
+        kind = "realistic-eval" if self.config.degradation == "realistic" else "bicubic"
+        scale = self.config.scale
+        scores = [score for name, hr_images in self.val_sets
+                  for _, make_lr in benchmark.lr_makers(name, kind, scale)
+                  for score, _ in benchmark.score_dataset("val", method, name, hr_images, scale,
+                                                          self.lpips, make_lr=make_lr)]
         model.train(was_training)
         result = {"psnr": statistics.fmean(s.psnr_y for s in scores),
                   "ssim": statistics.fmean(s.ssim_y for s in scores)}

@@ -320,6 +320,31 @@ def test_realistic_training_runs_and_resumes_bit_for_bit(tmp_path, train_dir):
     assert 'degradation = "realistic"' in (tmp_path / "straight" / "config.toml").read_text()
 
 
+def test_realistic_runs_validate_on_the_real_photo_inputs(tmp_path, train_dir, monkeypatch):
+    """The best checkpoint of a real-photo model is picked on degraded inputs: validation
+    scores every realistic-eval case (bicubic runs: the clean protocol only)."""
+    val_dir = tmp_path / "val"
+    val_dir.mkdir()
+    random_png(val_dir / "v.png", (48, 48), 3)
+    seen: list[str] = []
+    score = benchmark.score_dataset
+
+    def spy(*args, make_lr=None, **kwargs):
+        hr = degradation.crop_to_multiple(args[3][0][1], 4)
+        seen.append(hashlib.sha256(make_lr(hr, args[3][0][0]).tobytes()).hexdigest())
+        return score(*args, make_lr=make_lr, **kwargs)
+
+    monkeypatch.setattr(benchmark, "score_dataset", spy)
+    for kind, cases in (("bicubic", 1), ("realistic", len(degradation.REALISTIC_EVAL))):
+        seen.clear()
+        config = make_config(dict(
+            data=[str(train_dir)], val=[str(val_dir)], patch_size=16, batch_size=2,
+            num_blocks=1, channels=8, device="cpu", log_every=1, val_every=1, save_every=1000,
+            phase="pretrain", pretrain_steps=1, degradation=kind, workers=0))
+        train(config, tmp_path / kind)
+        assert len(seen) == len(set(seen)) == cases, kind
+
+
 def test_cli_train_takes_the_degradation_flag(tmp_path, train_dir):
     result = CliRunner().invoke(main, [
         "train", "--data", str(train_dir), "--out", str(tmp_path / "run"), "--phase",
