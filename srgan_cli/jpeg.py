@@ -17,11 +17,9 @@ indexing ops are used (no integer matmul, which CUDA lacks), and nothing reads a
 the host, so the batch is one set of ops on its device. On CUDA this needs true IEEE float64
 matmuls (cuBLAS's opt-in FP64 emulation must stay off).
 
-Verified against Pillow 13.0.0 / libjpeg-turbo 3.2.0 (tests/test_jpeg.py). libjpeg-turbo's
-SIMD IDCT (what Pillow runs on x86-64) saturates where its C code wraps (see
-:func:`range_limit`); the two differ only for IDCT outputs beyond [-512, 511], which
-encoded 8-bit images did not reach in our probes (the worst was -385, for 0/255 noise at
-quality 1); this module follows the C code.
+Verified against Pillow 13.0.0 / libjpeg-turbo 3.2.0 (tests/test_jpeg.py), including the one
+place where libjpeg-turbo's SIMD code (what Pillow runs) and its C code differ: the IDCT's
+range limit (see :func:`range_limit`).
 """
 
 from __future__ import annotations
@@ -264,10 +262,16 @@ def _constants(device: torch.device) -> _Tables:
 
 
 def range_limit(x: torch.Tensor) -> torch.Tensor:
-    """jdmaster.c prepare_range_limit_table as used by the IDCT: range_limit[x & RANGE_MASK]
-    (RANGE_MASK = 1023) with the table centred at +128: clamp(x + 128, 0, 255) for x in
-    [-512, 511], repeating with period 1024 beyond."""
-    return (((x + 512) & 1023) - 384).clamp(0, 255)
+    """The IDCT's output range limit: clamp(x + 128, 0, 255), as libjpeg-turbo's SIMD IDCT
+    (jidctint-avx2.asm etc.: saturating packs, then + 128) does, which Pillow runs.
+
+    libjpeg-turbo's C code (jidctint.c with jdmaster.c prepare_range_limit_table, indexed by
+    ``x & 1023``) gives the same for x in [-512, 511] but wraps with period 1024 beyond. Such
+    x need quantisation errors of over 384 levels; encoded 8-bit images did not reach them in
+    our probes (the worst was -385, for 0/255 noise at quality 1), but a file with an altered
+    quantisation table does, and there Pillow saturates (tests/test_jpeg.py).
+    """
+    return (x + 128).clamp(0, 255)
 
 
 def upsample_h2v2(planes: torch.Tensor, heights: torch.Tensor,

@@ -21,8 +21,12 @@ def pillow_round_trip(image: torch.Tensor, quality: int) -> torch.Tensor:
     """(3, H, W) uint8 -> Pillow save(JPEG, quality) + open, as (3, H, W) uint8."""
     buffer = io.BytesIO()
     Image.fromarray(image.permute(1, 2, 0).numpy()).save(buffer, "JPEG", quality=quality)
-    buffer.seek(0)
-    with Image.open(buffer) as decoded:
+    return pillow_decode(buffer.getvalue())
+
+
+def pillow_decode(data: bytes) -> torch.Tensor:
+    """A JPEG file's bytes -> Pillow's decode as (3, H, W) uint8."""
+    with Image.open(io.BytesIO(data)) as decoded:
         return torch.from_numpy(np.asarray(decoded.convert("RGB")).copy()).permute(2, 0, 1)
 
 
@@ -120,10 +124,27 @@ def test_dct_pass_matrices_equal_the_integer_butterfly(name: str, index: int, li
     assert torch.equal(jpeg_module._apply_pass(blocks.double(), dct_pass, dim).long(), expected)
 
 
-def test_range_limit_clamps_then_wraps_like_libjpeg_table() -> None:
-    x = torch.tensor([-1000, -513, -512, -129, -128, 0, 127, 128, 511, 512, 700, 1000, 1151])
-    expected = [152, 255, 0, 0, 0, 128, 255, 255, 255, 0, 0, 104, 255]
-    assert range_limit(x).tolist() == expected
+def test_range_limit_saturates() -> None:
+    x = torch.tensor([-1000, -513, -129, -128, 0, 127, 128, 511, 512, 1000])
+    assert range_limit(x).tolist() == [0, 0, 0, 0, 128, 255, 255, 255, 255, 255]
+
+
+def test_pillow_saturates_idct_overflow_as_range_limit_assumes() -> None:
+    """A tripwire for the one place libjpeg-turbo's SIMD and C paths differ: a bright image
+    saved at quality 100 whose DC quantval is then patched from 1 to 5 decodes to IDCT outputs
+    near 5 * 120 = 600. The SIMD IDCT saturates them to 255; the C code (JSIMD_FORCENONE=1, or
+    a build without SIMD) would wrap them to about 0, and range_limit would be wrong there."""
+    image = torch.full((3, 16, 16), 248, dtype=torch.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(image.permute(1, 2, 0).numpy()).save(buffer, "JPEG", quality=100)
+    data = bytearray(buffer.getvalue())
+    dqt = data.find(b"\xff\xdb")
+    end, table = dqt + 2 + (data[dqt + 2] << 8 | data[dqt + 3]), dqt + 4
+    while table < end:  # each table: a precision/id byte, then 64 quantvals (DC first)
+        data[table + 1] = 5
+        table += 65
+    decoded = pillow_decode(bytes(data))
+    assert int(decoded.min()) >= 250
 
 
 @pytest.mark.parametrize("quality", [0, 101, -5, 1.5, True, "75", None])
