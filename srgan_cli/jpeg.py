@@ -221,8 +221,8 @@ def fdct_islow(blocks: torch.Tensor) -> torch.Tensor:
 
 
 def quantize(coefs: torch.Tensor, quantvals: torch.Tensor) -> torch.Tensor:
-    """jcdctmgr.c quantize (reciprocal-multiply form of the SIMD build; the C fallback with
-    16-bit DCTELEM is the same arithmetic): |q| = ((|t| + corr) * recip) >> r, sign restored.
+    """jcdctmgr.c quantize as built with SIMD (16-bit DCTELEM; jsimd_quantize computes the
+    same): |q| = ((|t| + corr) * recip) >> r with :func:`_compute_reciprocal`, sign restored.
 
     coefs: (..., 8, 8) int32 from :func:`fdct_islow`; quantvals: broadcastable (..., 8, 8)
     int64 in 1..255. Returns int32, which is safe: |t| < 2**14 (64 samples of magnitude <= 128
