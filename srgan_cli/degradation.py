@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from . import jpeg as jpeg_codec
 from . import kernels
 
 
@@ -366,10 +367,8 @@ def jpeg_canvas(x: torch.Tensor, quality: torch.Tensor, heights: torch.Tensor | 
     device: values are 8-bit levels / 255, equal to Pillow's decode inside each image."""
     if heights is None or widths is None:
         heights, widths = full_sizes(x)
-    out = x.clone()
-    for i, (q, h, w) in enumerate(zip(quality.tolist(), heights.tolist(), widths.tolist(), strict=True)):
-        out[i, :, :h, :w] = jpeg(x[i:i + 1, :, :h, :w], int(q))[0]
-    return out
+    as_uint8 = (x.clamp(0, 1) * 255).round().to(torch.uint8)  # tensor_to_pil's rounding
+    return jpeg_codec.jpeg(as_uint8, quality, heights, widths).to(x.dtype) / 255
 
 
 # --------------------------------------------------------------------------- the plan

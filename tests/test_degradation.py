@@ -153,6 +153,17 @@ def test_jpeg_equals_a_pillow_encode_decode_at_that_quality():
     assert float((out[0] - x[0]).abs().mean()) > float((out[1] - x[1]).abs().mean())
 
 
+def test_jpeg_on_the_device_equals_pillow_in_every_image_of_a_canvas():
+    x = batch(n=3, size=40, seed=6)
+    quality, heights, widths = torch.tensor([30, 75, 95]), torch.tensor([40, 17, 9]),\
+        torch.tensor([33, 40, 5])
+    out = degradation.jpeg_canvas(x, quality, heights, widths)
+    for i, (q, h, w) in enumerate(zip(quality.tolist(), heights.tolist(), widths.tolist(),
+                                      strict=True)):
+        expected = degradation.jpeg(x[i:i + 1, :, :h, :w], q)
+        assert torch.equal(out[i:i + 1, :, :h, :w], expected), i
+
+
 # --------------------------------------------------------------------------- the pipeline
 
 
