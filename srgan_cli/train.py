@@ -46,7 +46,7 @@ from . import benchmark, data, distributed, losses, metrics, sync_batchnorm
 from .checkpoints import load_generator, resolve_model, save_checkpoint
 from .errors import CheckpointError, SrganError, TrainingError
 from .loss_window import LossWindow, StepLosses
-from .models import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+from .models import Generator, GeneratorConfig, build_discriminator
 from .plot import plot_curves
 from .train_config import RANDOM_VGG, TrainConfig, save_config
 from .train_display import Display, deferred_interrupt
@@ -249,7 +249,7 @@ class Trainer:
         self.generator = self.place(Generator(gen_config)).train()
         self.ema = EMA(self.generator, config.ema) if config.ema > 0 else None
         self.g_parallel = self.parallel(self.generator)
-        self.discriminator: Discriminator | None = None
+        self.discriminator: torch.nn.Module | None = None  # models.DISCRIMINATORS
         self.content_loss: losses.ContentLoss | None = None
         self.opt_g: torch.optim.Optimizer | None = None
         self.opt_d: torch.optim.Optimizer | None = None
@@ -322,7 +322,7 @@ class Trainer:
         self.opt_g = self.adam(self.generator)
         if phase.name == "gan":
             torch.manual_seed(cfg.seed + 1)
-            disc = Discriminator(DiscriminatorConfig(channels=cfg.disc_channels))
+            disc = build_discriminator(cfg.discriminator, cfg.disc_channels)
             self.discriminator = self.place(disc).train()
             d_parallel = self.parallel(self.discriminator)
             self.d_forward = self.compiled(d_parallel)
@@ -373,6 +373,7 @@ class Trainer:
                 tensors.update(opt_tensors)
         if self.discriminator is not None:
             tensors.update(module_tensors(self.discriminator, "discriminator"))
+            state["discriminator"] = self.config.discriminator
         save_state(self.run_dir / STATE_FILE, tensors, state)
         self.saved_step = self.step
 
@@ -387,6 +388,7 @@ class Trainer:
     def load(self) -> tuple[dict, dict]:
         """Read the state file; the networks are restored now, optimizers in ``restore``."""
         tensors, state = load_state(self.run_dir / STATE_FILE)
+        self.check_discriminator(tensors, state)
         restore_module(self.generator, tensors, "generator")
         if self.ema is not None and any(k.startswith("ema.") for k in tensors):
             restore_module(self.ema.model, tensors, "ema")
@@ -395,6 +397,18 @@ class Trainer:
         self.last_losses = state["last_losses"]
         restore_rng(tensors)  # before entering a phase, which draws from it
         return tensors, state
+
+    def check_discriminator(self, tensors: dict, state: dict) -> None:
+        """Refuse to resume a GAN phase with another kind of discriminator than it trained
+        (states from before the choice existed hold the paper's, ``vgg``)."""
+        if not any(key.startswith("discriminator.") for key in tensors):
+            return  # saved while pretraining: the GAN phase will build the configured one
+        saved = state.get("discriminator", "vgg")
+        if saved != self.config.discriminator:
+            raise TrainingError(
+                f"{self.run_dir / STATE_FILE}: saved with discriminator = {saved!r}, but the "
+                f"config asks for {self.config.discriminator!r}; resume with --discriminator "
+                f"{saved}, or start a new run")
 
     def restore(self, tensors: dict, state: dict) -> None:
         """Optimizers and discriminator of the phase the state was saved in."""

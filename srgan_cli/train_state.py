@@ -91,8 +91,14 @@ def module_tensors(module: torch.nn.Module, prefix: str) -> dict[str, torch.Tens
 
 
 def restore_module(module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix: str) -> None:
+    """Load the ``prefix.*`` tensors into ``module``; a TrainingError if they do not fit it."""
     start = len(prefix) + 1
-    module.load_state_dict({k[start:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
+    saved = {k[start:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+    try:
+        module.load_state_dict(saved)
+    except RuntimeError as e:  # missing / unexpected keys, other shapes
+        raise TrainingError(f"training state: the saved {prefix} does not fit the network the "
+                            "config builds (resume with the options it was saved with)") from e
 
 
 def rng_tensors() -> dict[str, torch.Tensor]:
