@@ -60,6 +60,7 @@ from .train_state import (
     restore_rng,
     rng_tensors,
     save_state,
+    saved_discriminator,
 )
 from .upscale import Upscaler, autocast_dtype
 
@@ -214,6 +215,17 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
         raise TrainingError(
             f"{run_dir} already holds a run ({', '.join(existing)}): use --resume to continue "
             "it, --overwrite to start again, or another --out folder")
+
+
+def check_resumed_discriminator(config: TrainConfig, run_dir: Path) -> None:
+    """Refuse to resume a GAN phase with another kind of discriminator than it trained, before
+    anything in the run folder (its config.toml too) changes."""
+    saved = saved_discriminator(run_dir / STATE_FILE)
+    if saved is not None and saved != config.discriminator:
+        raise TrainingError(
+            f"{run_dir / STATE_FILE}: saved with discriminator = {saved!r}, but the config "
+            f"asks for {config.discriminator!r}; resume with --discriminator {saved}, or start "
+            "a new run")
 
 
 def clear_run_dir(run_dir: Path) -> None:
@@ -388,7 +400,6 @@ class Trainer:
     def load(self) -> tuple[dict, dict]:
         """Read the state file; the networks are restored now, optimizers in ``restore``."""
         tensors, state = load_state(self.run_dir / STATE_FILE)
-        self.check_discriminator(tensors, state)
         restore_module(self.generator, tensors, "generator")
         if self.ema is not None and any(k.startswith("ema.") for k in tensors):
             restore_module(self.ema.model, tensors, "ema")
@@ -397,18 +408,6 @@ class Trainer:
         self.last_losses = state["last_losses"]
         restore_rng(tensors)  # before entering a phase, which draws from it
         return tensors, state
-
-    def check_discriminator(self, tensors: dict, state: dict) -> None:
-        """Refuse to resume a GAN phase with another kind of discriminator than it trained
-        (states from before the choice existed hold the paper's, ``vgg``)."""
-        if not any(key.startswith("discriminator.") for key in tensors):
-            return  # saved while pretraining: the GAN phase will build the configured one
-        saved = state.get("discriminator", "vgg")
-        if saved != self.config.discriminator:
-            raise TrainingError(
-                f"{self.run_dir / STATE_FILE}: saved with discriminator = {saved!r}, but the "
-                f"config asks for {self.config.discriminator!r}; resume with --discriminator "
-                f"{saved}, or start a new run")
 
     def restore(self, tensors: dict, state: dict) -> None:
         """Optimizers and discriminator of the phase the state was saved in."""
@@ -742,6 +741,8 @@ def train(
     check_vgg_weights(config)
     if main:
         check_run_dir(run_dir, resume, overwrite)
+    if resume:
+        check_resumed_discriminator(config, run_dir)
     if not resume:
         try:
             config = resolve_init(config)
