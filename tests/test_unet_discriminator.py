@@ -223,3 +223,12 @@ def test_a_pretrained_state_may_go_on_with_either_discriminator(tmp_path, hr_dir
     train(tiny(hr_dir, phase="all", pretrain_steps=1, gan_steps=1,
                discriminator="unet"), run, resume=True)
     assert "discriminator.conv9.weight" in load_file(run / "state.safetensors")
+
+
+def test_a_saved_discriminator_of_another_width_is_one_clear_error(tmp_path, hr_dir):
+    run = tmp_path / "run"
+    config = tiny(hr_dir, phase="all", pretrain_steps=1, gan_steps=1, discriminator="unet")
+    train(config, run)
+    wider = replace(config, gan_steps=2, disc_channels=16)
+    with pytest.raises(TrainingError, match="the saved discriminator does not fit the network"):
+        train(wider, run, resume=True)
