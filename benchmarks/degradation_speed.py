@@ -3,10 +3,12 @@
     uv run --frozen python benchmarks/degradation_speed.py ../shared/datasets/T91 \
         --patch-size 96 --batches 20
 
-Times ``data.batches`` (the stream ``srgan train`` reads) in this process (``--workers 0``,
-one CPU core's worth of work) or with DataLoader workers, alternating the two degradations
-in rounds so that a loaded machine slows both alike. Images are cached in memory first, so
-the figures are the cost of cropping plus making the LR patch.
+Times what ``srgan train`` does to get a training pair: ``data.batches`` (crops, and the
+bicubic LR or the realistic plan) in this process (``--workers 0``) or with DataLoader
+workers, then ``data.to_training_pair`` on ``--device`` (for realistic batches: the whole
+degradation chain, batched). The two degradations alternate in rounds so that a loaded
+machine slows both alike. Images are cached in memory first, so the figures are the cost of
+cropping plus making the LR patch.
 """
 
 from __future__ import annotations
@@ -23,12 +25,15 @@ from srgan_cli.degradation import RealisticDegradation
 
 
 def samples_per_second(dataset: data.PatchDataset, batch_size: int, batches: int, workers: int,
-                       start_step: int) -> float:
+                       start_step: int, device: torch.device) -> float:
     stream = data.batches(dataset, batch_size, start_step, workers)
-    next(stream)  # start the workers (not timed)
+    data.to_training_pair(next(stream), device)  # start the workers, warm up (not timed)
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+    sync()
     start = time.perf_counter()
-    for _ in itertools.islice(stream, batches):
-        pass
+    for batch in itertools.islice(stream, batches):
+        data.to_training_pair(batch, device)
+    sync()
     return batches * batch_size / (time.perf_counter() - start)
 
 
@@ -40,8 +45,11 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=20, help="timed batches per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU work)")
     args = parser.parse_args()
-    torch.set_num_threads(1)  # one core per sample stream, as in a DataLoader worker
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     found = data.scan_folders(args.folders, args.patch_size)
     paths = {"bicubic": None, "realistic": RealisticDegradation()}
     datasets = {name: data.PatchDataset(found, args.patch_size, 4, seed=0, cache=True,
@@ -50,9 +58,11 @@ def main() -> None:
     for r in range(args.rounds):
         for name, dataset in datasets.items():  # a fresh stretch of the stream each round
             rates[name].append(samples_per_second(dataset, args.batch_size, args.batches,
-                                                  args.workers, start_step=1 + r * 1000))
+                                                  args.workers, start_step=1 + r * 1000,
+                                                  device=device))
     print(f"{len(found.paths)} images, patch {args.patch_size}, batch {args.batch_size}, "
-          f"workers {args.workers}, {args.rounds} rounds x {args.batches} batches")
+          f"workers {args.workers}, device {device}, threads {args.threads}, "
+          f"{args.rounds} rounds x {args.batches} batches")
     base = statistics.median(rates["bicubic"])
     for name, values in rates.items():
         median = statistics.median(values)

@@ -12,14 +12,15 @@ distinct samples (so distinct augmentations), together exactly the batch one pro
 would see, and resuming with another number of processes continues the same sequence.
 
 The LR patch is made from the augmented HR patch by ``degradation.bicubic_downscale``, the
-same function the benchmark uses, so training and evaluation see the same degradation; or,
-with ``realistic`` parameters, by ``degradation.realistic_lr`` (Real-ESRGAN's blur, resize,
-noise and JPEG chain), drawing its random choices from the same per-sample generator, so
-such samples too are a pure function of ``(seed, index)``. It runs where samples are made:
-on the CPU, in the DataLoader worker processes (or this one), where Pillow's JPEG codec is.
+same function the benchmark uses, so training and evaluation see the same degradation. With
+``realistic`` parameters (Real-ESRGAN's blur, resize, noise and JPEG chain) a sample holds
+instead the *plan* of its LR patch, ``degradation.draw_plan``: every random choice, drawn
+from the same per-sample generator, so such samples too are a pure function of
+``(seed, index)``. ``to_training_pair`` then makes the LR patches of a whole batch from
+their plans on the training device, as batched tensor ops (``degradation.apply_plans``).
 
-Samples are uint8 tensors (the cheapest to move around); ``to_unit_range`` turns them into
-the float [0, 1] convention of ``models.py`` on the training device.
+Samples are uint8 tensors (the cheapest to move around); ``to_training_pair`` turns a batch
+into the float [0, 1] convention of ``models.py`` on the training device.
 
 Small sets (decoded size up to ``cache_mb``) are decoded once and kept in memory; larger
 ones are decoded on the fly, which is what the DataLoader worker processes are for.
@@ -36,8 +37,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from . import images
-from .degradation import RealisticDegradation, downscale_tensor, realistic_lr
+from . import degradation, images
+from .degradation import Plan, RealisticDegradation, downscale_tensor
 from .distributed import Shard
 from .errors import ImageError, TrainingError
 
@@ -120,12 +121,25 @@ def to_unit_range(batch: torch.Tensor) -> torch.Tensor:
     return batch.float().div_(255)
 
 
+def to_training_pair(
+    batch: tuple[torch.Tensor | Plan, torch.Tensor], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of ``batches`` -> (lr, hr) float32 in [0, 1] on ``device``: the LR patches
+    copied there, or made there from their realistic plans (``degradation.apply_plans``)."""
+    lr, hr = batch
+    hr = to_unit_range(hr.to(device, non_blocking=True))
+    if isinstance(lr, dict):
+        return degradation.apply_plans(hr, lr), hr
+    return to_unit_range(lr.to(device, non_blocking=True)), hr
+
+
 class PatchDataset(Dataset):
-    """Sample ``index`` -> (lr, hr): uint8 (3, P/s, P/s) and (3, P, P), P = ``patch_size``.
+    """Sample ``index`` -> (lr, hr): uint8 (3, P/s, P/s) and (3, P, P), P = ``patch_size``;
+    with ``realistic``, (plan, hr): the LR patch's ``degradation.draw_plan`` instead.
 
     ``cache=True`` decodes every image now and keeps them in memory as uint8 tensors;
     otherwise each sample decodes its image from disk (use DataLoader workers then).
-    ``realistic``: make LR patches with these realistic degradations instead of bicubic.
+    ``realistic``: plan LR patches with these realistic degradations instead of bicubic.
     """
 
     def __init__(
@@ -148,7 +162,7 @@ class PatchDataset(Dataset):
     def generator(self, index: int) -> torch.Generator:
         return torch.Generator().manual_seed((self.seed * SEED_STRIDE + index) % 2**63)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | Plan, torch.Tensor]:
         gen = self.generator(index)
 
         def draw(high: int) -> int:
@@ -162,7 +176,7 @@ class PatchDataset(Dataset):
         p = self.patch_size
         hr = augment(image[:, top:top + p, left:left + p], flip, rotations).contiguous()
         if self.realistic is not None:
-            return realistic_lr(hr, self.scale, self.realistic, gen), hr
+            return degradation.draw_plan(gen, self.realistic, (p, p), self.scale), hr
         return downscale_tensor(hr, self.scale), hr
 
 
@@ -194,9 +208,10 @@ class StreamSampler(Sampler[int]):
 def batches(
     dataset: PatchDataset, batch_size: int, start_step: int, workers: int,
     pin_memory: bool = False, share: Shard | None = None,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless (lr, hr) uint8 batches (n, 3, h, w), (n, 3, H, W) from step ``start_step`` on:
-    ``share`` of each global batch of ``batch_size`` samples (n = batch_size / share.count).
+) -> Iterator[tuple[torch.Tensor | Plan, torch.Tensor]]:
+    """Endless (lr, hr) uint8 batches (n, 3, h, w), (n, 3, H, W) from step ``start_step`` on
+    (or (plans, hr), see ``PatchDataset``): ``share`` of each global batch of ``batch_size``
+    samples (n = batch_size / share.count).
 
     ``workers=0`` builds batches in this process; otherwise a DataLoader with that many worker
     processes does. Both give exactly the same batches.
@@ -207,7 +222,8 @@ def batches(
         indices = sample_indices(batch_size, start_step, share)
         while True:
             pairs = [dataset[i] for i in itertools.islice(indices, size)]
-            yield torch.stack([lr for lr, _ in pairs]), torch.stack([hr for _, hr in pairs])
+            lrs, hrs = [lr for lr, _ in pairs], torch.stack([hr for _, hr in pairs])
+            yield (degradation.collate(lrs) if isinstance(lrs[0], dict) else torch.stack(lrs)), hrs
     else:
         loader = DataLoader(
             dataset, batch_size=size, sampler=StreamSampler(batch_size, start_step, share),

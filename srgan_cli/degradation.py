@@ -70,9 +70,8 @@ def bicubic_upscale(img: Image.Image, scale: int) -> Image.Image:
 #
 # Real-ESRGAN's "second-order" degradation (Wang et al., ICCVW 2021): the same chain of
 # blur -> random resize -> noise -> JPEG applied twice, then a final resize to the LR size
-# with a sinc filter on part of the samples. The steps below are tensor functions on
-# (N, 3, H, W) float batches in [0, 1] that run on whatever device the batch is on; the
-# random choices of one sample come from one ``torch.Generator`` (``realistic_lr``).
+# with a sinc filter on part of the samples. ``RealisticDegradation`` holds every parameter
+# range; the batched steps and the plan that drives them follow below.
 
 RESIZE_MODES = ("area", "bilinear", "bicubic")
 DEGRADATIONS = ("bicubic", "realistic")
@@ -180,25 +179,75 @@ class RealisticDegradation:
         return cls(**clean)
 
 
-def blur(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+# --------------------------------------------------------------------------- batched steps
+#
+# Each step works on a batch of "canvases": (N, C, H, W) float in [0, 1] where sample i's
+# image is the top-left ``heights[i] x widths[i]`` corner (the whole canvas if not given),
+# because the random resizes give every sample its own size. Outside that corner a canvas
+# holds finite values that no step reads into the image. So a step is one set of tensor
+# ops for the whole batch, on the batch's device, and a sample's result does not depend on
+# the other samples in its batch.
+
+
+def full_sizes(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(heights, widths) of canvases filled by their images: (N,) int64 each."""
+    n, _, h, w = x.shape
+    return (torch.full((n,), h, dtype=torch.long, device=x.device),
+            torch.full((n,), w, dtype=torch.long, device=x.device))
+
+
+def reflect_index(length: int, pad: int, sizes: torch.Tensor) -> torch.Tensor:
+    """(N, length + 2 pad) source indices of each sample's image of size ``sizes[i]``, reflected
+    at its edges without repeating them (torch's "reflect" padding, folded again as often as
+    needed for images narrower than the pad; a 1 px image repeats its pixel)."""
+    i = torch.arange(-pad, length + pad, device=sizes.device)[None]
+    n = sizes[:, None]
+    period = (2 * (n - 1)).clamp(min=1)
+    m = torch.remainder(i, period)
+    return torch.where(n > 1, torch.where(m < n, m, period - m), torch.zeros_like(m))
+
+
+def gather_rows_cols(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, R, S): out[i, :, r, s] = x[i, :, rows[i, r], cols[i, s]]."""
+    n, c, _, w = x.shape
+    x = x.gather(2, rows[:, None, :, None].expand(n, c, rows.shape[1], w))
+    return x.gather(3, cols[:, None, None, :].expand(n, c, rows.shape[1], cols.shape[1]))
+
+
+def blur(x: torch.Tensor, kernel: torch.Tensor, heights: torch.Tensor | None = None,
+         widths: torch.Tensor | None = None) -> torch.Tensor:
     """Filter (N, C, H, W) with one (K, K) kernel or one per sample (N, K, K), K odd, as
     ``conv2d`` would (cross-correlation), but through the FFT: 2-3x faster on the CPU for the
     7-21 px kernels and 100-200 px images here (equal to ``conv2d`` within ~1e-6).
 
-    Edges are reflected (replicated for images no wider than K // 2); the output has the
-    input's shape.
+    Each image's edges are reflected (``reflect_index``); the output has the input's shape.
     """
     n, c, h, w = x.shape
     k = kernel.shape[-1]
     pad = k // 2
-    mode = "reflect" if pad < min(h, w) else "replicate"
-    padded = F.pad(x, (pad, pad, pad, pad), mode=mode)
-    size = padded.shape[-2:]
+    if heights is None or widths is None:
+        heights, widths = full_sizes(x)
+    padded = gather_rows_cols(x, reflect_index(h, pad, heights), reflect_index(w, pad, widths))
+    size = [fast_fft_size(s) for s in padded.shape[-2:]]  # zeros after the padded image
     # correlation = convolution with the flipped kernel; the first K - 1 rows and columns of
-    # the circular result wrap around, the rest is exactly the filtered image
+    # the circular result wrap around, the next H x W are exactly the filtered image
     spectrum = torch.fft.rfft2(kernel.to(x).expand(n, k, k).flip(-2, -1), s=size)
-    out = torch.fft.irfft2(torch.fft.rfft2(padded) * spectrum[:, None], s=size)
-    return out[..., k - 1:, k - 1:].contiguous()
+    out = torch.fft.irfft2(torch.fft.rfft2(padded, s=size) * spectrum[:, None], s=size)
+    return out[..., k - 1:k - 1 + h, k - 1:k - 1 + w].contiguous()
+
+
+def fast_fft_size(size: int) -> int:
+    """The smallest n >= size with no prime factor above 5: FFTs of such sizes are fast
+    (116 = 4 x 29 takes ~4x longer than 120)."""
+    n = size
+    while True:
+        m = n
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 1
 
 
 def resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
@@ -210,9 +259,34 @@ def resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
     return F.interpolate(x, size=size, mode=mode, align_corners=False)
 
 
-def per_sample(value: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """A scalar or (N,) value as an (N, 1, 1, 1) tensor on ``x``'s device."""
-    return torch.as_tensor(value, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
+def resize_matrix(size_in: int, size_out: int, mode: str, canvas_out: int, canvas_in: int
+                  ) -> torch.Tensor:
+    """``resize`` along one axis as a (canvas_out, canvas_in) float32 matrix ``M``: for an
+    image in the top-left ``size_in`` entries of a canvas axis, ``M @ axis`` is its resize to
+    ``size_out`` in the top-left ``size_out`` entries, zeros after them.
+
+    Every mode is separable and linear, so the matrix is ``resize`` of the unit impulses; a
+    per-sample resize of a batch is then one batched matrix product (``resize_canvas``).
+    """
+    impulses = torch.eye(size_in, dtype=torch.float64).reshape(size_in, 1, size_in, 1)
+    columns = resize(impulses, (size_out, 1), mode)[:, 0, :, 0]  # (size_in, size_out)
+    matrix = torch.zeros(canvas_out, canvas_in, dtype=torch.float64)
+    matrix[:size_out, :size_in] = columns.T
+    return matrix.float()
+
+
+def resize_canvas(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Per-sample resize of (N, C, H, W) by ``resize_matrix`` pairs: rows (N, H', H), cols
+    (N, W', W) -> (N, C, H', W')."""
+    return rows[:, None] @ x @ cols[:, None].transpose(-1, -2)
+
+
+def valid_mask(x: torch.Tensor, heights: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
+    """(N, 1, H, W) bool: True on each sample's image in its canvas."""
+    h, w = x.shape[-2:]
+    rows = torch.arange(h, device=x.device)[None, :, None] < heights[:, None, None]
+    cols = torch.arange(w, device=x.device)[None, None, :] < widths[:, None, None]
+    return (rows & cols)[:, None]
 
 
 def grayscale(x: torch.Tensor) -> torch.Tensor:
@@ -221,49 +295,56 @@ def grayscale(x: torch.Tensor) -> torch.Tensor:
     return (x * weights.view(1, 3, 1, 1)).sum(1, keepdim=True)
 
 
-def add_gaussian_noise(x: torch.Tensor, sigma: float | torch.Tensor, gray: bool | torch.Tensor,
-                       gen: torch.Generator) -> torch.Tensor:
-    """``x`` + N(0, sigma^2) noise, clamped to [0, 1]; ``sigma`` in [0, 1] units (scalar or
-    per sample); ``gray``: the same noise in all channels (luma-only, like a grey sensor)."""
+def photon_levels(levels8: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """BasicSR's Poisson scale ``v`` per sample: the number of distinct 8-bit levels in the
+    image (``levels8`` (N, C, H, W) in 0..255, counted where ``mask``), rounded up to a power
+    of two. (N,) float, on the device: no host sync."""
+    n = levels8.shape[0]
+    counts = torch.zeros(n, 256, dtype=torch.long, device=levels8.device)
+    counts.scatter_add_(1, levels8.long().flatten(1), mask.expand_as(levels8).long().flatten(1))
+    distinct = (counts > 0).sum(1).clamp(min=1).float()
+    return torch.exp2(torch.ceil(torch.log2(distinct)))
+
+
+def add_noise(x: torch.Tensor, gaussian: list[bool], gray: list[bool], amount: torch.Tensor,
+              generators: list[torch.Generator], heights: torch.Tensor | None = None,
+              widths: torch.Tensor | None = None) -> torch.Tensor:
+    """``x`` + noise, clamped to [0, 1]: per sample either Gaussian, N(0, 1) x ``amount`` (the
+    sigma in [0, 1] units), or shot noise, ``amount`` x (Poisson(q v) / v - q) with ``q`` the
+    8-bit-rounded image and ``v`` = ``photon_levels`` (BasicSR's model). ``gray``: one field
+    for all channels (Gaussian) or computed on luma (Poisson), like a grey sensor.
+
+    Each sample's random field comes from its own ``generators[i]`` (on ``x``'s device), so a
+    sample is a pure function of its generator's seed; the arithmetic is batched.
+    """
     n, c, h, w = x.shape
-    gray_mask = per_sample(gray, x).bool().expand(n, 1, 1, 1)
-    noise = torch.zeros_like(x)
-    if not gray_mask.all():  # only the draws that are used: less work, same determinism
-        colour = torch.randn((n, c, h, w), generator=gen, device=x.device, dtype=x.dtype)
-        noise = torch.where(gray_mask, noise, colour)
-    if gray_mask.any():
-        mono = torch.randn((n, 1, h, w), generator=gen, device=x.device, dtype=x.dtype)
-        noise = torch.where(gray_mask, mono.expand_as(x), noise)
-    return (x + noise * per_sample(sigma, x)).clamp(0, 1)
-
-
-def add_poisson_noise(x: torch.Tensor, scale: float | torch.Tensor, gray: bool | torch.Tensor,
-                      gen: torch.Generator) -> torch.Tensor:
-    """``x`` + ``scale`` x shot noise, clamped to [0, 1] (BasicSR's model: photon counts
-    ``Poisson(x * v) / v`` with ``v`` = the number of distinct 8-bit levels of the sample,
-    rounded up to a power of two; ``gray``: computed on luma, the same in all channels)."""
-    n = x.shape[0]
-    gray_mask = per_sample(gray, x).bool().expand(n, 1, 1, 1)
-
-    def shot_noise(source: torch.Tensor) -> torch.Tensor:
-        levels8 = (source * 255).round().clamp(0, 255)
-        counts = [int(torch.bincount(s.flatten().long(), minlength=256).count_nonzero())
-                  for s in levels8]
-        v = per_sample(torch.tensor([2.0 ** math.ceil(math.log2(m)) for m in counts]), x)
-        q = levels8 / 255
-        return torch.poisson(q * v, generator=gen) / v - q
-
-    noise = torch.zeros_like(x)
-    if not gray_mask.all():
-        noise = torch.where(gray_mask, noise, shot_noise(x))
-    if gray_mask.any():
-        noise = torch.where(gray_mask, shot_noise(grayscale(x)).expand_as(x), noise)
-    return (x + noise * per_sample(scale, x)).clamp(0, 1)
+    if heights is None or widths is None:
+        heights, widths = full_sizes(x)
+    mask = valid_mask(x, heights, widths)
+    q = (x.clamp(0, 1) * 255).round()
+    luma = (grayscale(q / 255) * 255).round()
+    shot = [i for i in range(n) if not gaussian[i]]
+    if shot:  # the Poisson scales, batched, only when some sample needs them
+        v_rgb, v_luma = photon_levels(q, mask), photon_levels(luma, mask)
+    fields = []
+    for i in range(n):
+        channels = 1 if gray[i] else c
+        if gaussian[i]:
+            field = torch.randn((channels, h, w), generator=generators[i], device=x.device,
+                                dtype=x.dtype)
+        else:
+            source, v = (luma[i], v_luma[i]) if gray[i] else (q[i], v_rgb[i])
+            source = source / 255
+            field = torch.poisson(source * v, generator=generators[i]) / v - source
+        fields.append(field.expand(c, h, w))
+    noise = torch.stack(fields)
+    return (x + noise * amount.to(x).view(n, 1, 1, 1)).clamp(0, 1)
 
 
 def jpeg(x: torch.Tensor, quality: int | list[int]) -> torch.Tensor:
     """JPEG-compress each image of (N, 3, H, W) in [0, 1] at ``quality`` (one for all or one
-    per sample) with Pillow (4:2:0 chroma, its default) and decode it again.
+    per sample) with Pillow (4:2:0 chroma, its default) and decode it again: the reference
+    codec (``srgan benchmark``'s real-photo inputs, and what ``jpeg_canvas`` must equal).
 
     Pillow runs on the CPU: the batch goes to the host as uint8 and comes back to its device
     (and dtype) holding exactly the decoded 8-bit values / 255.
@@ -279,17 +360,43 @@ def jpeg(x: torch.Tensor, quality: int | list[int]) -> torch.Tensor:
     return torch.stack(out).to(x.device).to(x.dtype) / 255
 
 
+def jpeg_canvas(x: torch.Tensor, quality: torch.Tensor, heights: torch.Tensor | None = None,
+                widths: torch.Tensor | None = None) -> torch.Tensor:
+    """``jpeg`` of each sample's image in its canvas at ``quality[i]`` ((N,) int), on ``x``'s
+    device: values are 8-bit levels / 255, equal to Pillow's decode inside each image."""
+    if heights is None or widths is None:
+        heights, widths = full_sizes(x)
+    out = x.clone()
+    for i, (q, h, w) in enumerate(zip(quality.tolist(), heights.tolist(), widths.tolist(), strict=True)):
+        out[i, :, :h, :w] = jpeg(x[i:i + 1, :, :h, :w], int(q))[0]
+    return out
+
+
+# --------------------------------------------------------------------------- the plan
+#
+# A sample's degradation is split in two: ``draw_plan`` makes every random choice of one
+# sample from its ``torch.Generator`` (in the DataLoader workers, on the CPU: a few small
+# kernels and resize matrices), and ``apply_plans`` runs the chain for a whole batch of
+# plans as the batched steps above, on the training device. A plan is a dict of tensors
+# (``PLAN_KEYS``), so the DataLoader batches it like any sample.
+
+Plan = dict[str, torch.Tensor]
+
+
 def random_kernel(gen: torch.Generator, p: RealisticDegradation, stage: str) -> torch.Tensor:
     """A blur kernel of stage ``""`` (first) or ``"2"``: sinc with ``sinc_prob``, else one of
-    ``kernel_list`` (Real-ESRGAN: sinc cutoff in [pi/3, pi), [pi/5, pi) for sizes >= 13)."""
+    ``kernel_list`` (Real-ESRGAN: sinc cutoff in [pi/3, pi), [pi/5, pi) for sizes >= 13),
+    zero-padded to the largest kernel size (the same filter, one shape for the batch)."""
     size = p.kernel_sizes[int(torch.randint(len(p.kernel_sizes), (), generator=gen))]
     if kernels.uniform(gen, 0, 1) < p.stage(stage, "sinc_prob"):
         low = math.pi / 3 if size < 13 else math.pi / 5
-        return kernels.sinc_kernel(size, kernels.uniform(gen, low, math.pi))
-    return kernels.random_kernel(
-        gen, p.stage(stage, "kernel_list"), p.stage(stage, "kernel_prob"), size,
-        p.stage(stage, "blur_sigma"), p.stage(stage, "betag_range"),
-        p.stage(stage, "betap_range"))
+        kernel = kernels.sinc_kernel(size, kernels.uniform(gen, low, math.pi))
+    else:
+        kernel = kernels.random_kernel(
+            gen, p.stage(stage, "kernel_list"), p.stage(stage, "kernel_prob"), size,
+            p.stage(stage, "blur_sigma"), p.stage(stage, "betag_range"),
+            p.stage(stage, "betap_range"))
+    return kernels.pad_to(kernel, max(p.kernel_sizes))
 
 
 def random_scale(gen: torch.Generator, probs: tuple[float, ...], scale_range: tuple[float, float]
@@ -305,60 +412,141 @@ def random_mode(gen: torch.Generator, p: RealisticDegradation) -> str:
     return p.resize_modes[int(torch.randint(len(p.resize_modes), (), generator=gen))]
 
 
-def random_noise(x: torch.Tensor, gen: torch.Generator, p: RealisticDegradation, stage: str
-                 ) -> torch.Tensor:
-    """Gaussian noise with ``gaussian_noise_prob``, else Poisson; grey with ``gray_noise_prob``."""
+def random_noise(gen: torch.Generator, p: RealisticDegradation, stage: str) -> Plan:
+    """Gaussian with ``gaussian_noise_prob`` (sigma / 255), else Poisson (scale); grey with
+    ``gray_noise_prob``; and the seed of the sample's noise field."""
     gaussian = kernels.uniform(gen, 0, 1) < p.stage(stage, "gaussian_noise_prob")
     gray = kernels.uniform(gen, 0, 1) < p.stage(stage, "gray_noise_prob")
     if gaussian:
-        sigma = kernels.uniform(gen, *p.stage(stage, "noise_range")) / 255
-        return add_gaussian_noise(x, sigma, gray, gen)
-    return add_poisson_noise(x, kernels.uniform(gen, *p.stage(stage, "poisson_scale_range")),
-                             gray, gen)
+        amount = kernels.uniform(gen, *p.stage(stage, "noise_range")) / 255
+    else:
+        amount = kernels.uniform(gen, *p.stage(stage, "poisson_scale_range"))
+    seed = int(torch.randint(2**62, (), generator=gen))
+    return {f"gaussian{stage}": torch.tensor(gaussian), f"gray{stage}": torch.tensor(gray),
+            f"noise_amount{stage}": torch.tensor(amount, dtype=torch.float32),
+            f"noise_seed{stage}": torch.tensor(seed)}
 
 
-def random_jpeg(x: torch.Tensor, gen: torch.Generator, p: RealisticDegradation, stage: str
-                ) -> torch.Tensor:
-    return jpeg(x, round(kernels.uniform(gen, *p.stage(stage, "jpeg_range"))))
+def random_quality(gen: torch.Generator, p: RealisticDegradation, stage: str) -> torch.Tensor:
+    return torch.tensor(round(kernels.uniform(gen, *p.stage(stage, "jpeg_range"))))
+
+
+def random_resize(gen: torch.Generator, p: RealisticDegradation, stage: str,
+                  size_in: tuple[int, int], canvas_in: tuple[int, int], base: tuple[int, int],
+                  canvas_out: tuple[int, int]) -> Plan:
+    """The resize matrices of a random factor (relative to ``base``) and mode, and the size."""
+    factor = random_scale(gen, p.stage(stage, "resize_prob"), p.stage(stage, "resize_range"))
+    mode = random_mode(gen, p)
+    size = [max(1, int(b * factor)) for b in base]
+    rows = resize_matrix(size_in[0], size[0], mode, canvas_out[0], canvas_in[0])
+    cols = resize_matrix(size_in[1], size[1], mode, canvas_out[1], canvas_in[1])
+    return {f"rows{stage}": rows, f"cols{stage}": cols, f"size{stage}": torch.tensor(size)}
+
+
+def canvas(size: int, resize_range: tuple[float, float]) -> int:
+    """The largest side a random resize of ``size`` can give (int(size x factor), factor up to
+    the range's top, or 1: keep)."""
+    return max(size, int(size * max(1.0, resize_range[1])))
+
+
+def draw_plan(gen: torch.Generator, p: RealisticDegradation, hr_size: tuple[int, int],
+              scale: int) -> Plan:
+    """Every random choice of one sample's realistic degradation, drawn from ``gen`` in a
+    fixed order: a pure function of the generator's seed and of (H, W) = ``hr_size``.
+
+    Keys (shapes for one sample; K = the largest kernel size, C1/C2 the canvases of the two
+    random resizes): ``kernel`` (K, K); ``rows``/``cols`` (C1, H)/(C1, W) and ``size`` (2,);
+    ``gaussian``, ``gray``, ``noise_amount``, ``noise_seed``, ``quality`` (scalars); the same
+    with suffix ``2`` for the second stage plus ``blur2`` (bool), ``rows2`` (C2, C1); and the
+    final step's ``sinc`` (bool), ``kernel_final`` (K, K), ``jpeg_first`` (bool),
+    ``rows_final``/``cols_final`` (H/scale, C2)/(W/scale, C2).
+    """
+    h, w = hr_size
+    lr = (h // scale, w // scale)
+    canvas1 = (canvas(h, p.resize_range), canvas(w, p.resize_range))
+    canvas2 = (canvas(lr[0], p.resize_range2), canvas(lr[1], p.resize_range2))
+    plan: Plan = {"kernel": random_kernel(gen, p, "")}
+    # first stage: blur, random resize (relative to HR), noise, JPEG
+    plan |= random_resize(gen, p, "", (h, w), (h, w), (h, w), canvas1)
+    plan |= random_noise(gen, p, "")
+    plan["quality"] = random_quality(gen, p, "")
+    # second stage: the same chain, the resize relative to the LR size
+    plan["kernel2"] = random_kernel(gen, p, "2")
+    plan["blur2"] = torch.tensor(kernels.uniform(gen, 0, 1) < p.second_blur_prob)
+    size1 = (int(plan["size"][0]), int(plan["size"][1]))
+    plan |= random_resize(gen, p, "2", size1, canvas1, lr, canvas2)
+    plan |= random_noise(gen, p, "2")
+    # final: [resize to the LR size + sinc filter] and JPEG, in a random order
+    plan["sinc"] = torch.tensor(kernels.uniform(gen, 0, 1) < p.final_sinc_prob)
+    size = p.kernel_sizes[int(torch.randint(len(p.kernel_sizes), (), generator=gen))]
+    sinc = kernels.sinc_kernel(size, kernels.uniform(gen, math.pi / 3, math.pi))
+    plan["kernel_final"] = kernels.pad_to(sinc, max(p.kernel_sizes))
+    plan["jpeg_first"] = torch.tensor(kernels.uniform(gen, 0, 1) >= 0.5)
+    plan["quality2"] = random_quality(gen, p, "2")
+    mode = random_mode(gen, p)
+    size2 = (int(plan["size2"][0]), int(plan["size2"][1]))
+    plan["rows_final"] = resize_matrix(size2[0], lr[0], mode, lr[0], canvas2[0])
+    plan["cols_final"] = resize_matrix(size2[1], lr[1], mode, lr[1], canvas2[1])
+    return plan
+
+
+def noise_generators(seeds: torch.Tensor, device: torch.device) -> list[torch.Generator]:
+    """One generator per sample on ``device``, seeded from the plan ((N,) int64 on the CPU)."""
+    return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds.tolist()]
+
+
+def apply_plans(hr: torch.Tensor, plans: Plan) -> torch.Tensor:
+    """The realistic LR of a batch: HR (N, 3, H, W) float in [0, 1] on the training device,
+    ``plans`` a batch of ``draw_plan``s (on the CPU) -> (N, 3, H/s, W/s) float, 8-bit levels
+    / 255 (an LR image as a model will meet it: quantised, in [0, 1]).
+
+    Sample i's result depends only on ``hr[i]`` and plan i; all steps are batched tensor ops
+    on ``hr``'s device except the draw of each sample's noise field from its own generator.
+    """
+    device = hr.device
+    at = {k: v.to(device, non_blocking=True) for k, v in plans.items()}
+
+    def stage_noise(x: torch.Tensor, stage: str, heights: torch.Tensor,
+                    widths: torch.Tensor) -> torch.Tensor:
+        return add_noise(x, plans[f"gaussian{stage}"].tolist(), plans[f"gray{stage}"].tolist(),
+                         at[f"noise_amount{stage}"],
+                         noise_generators(plans[f"noise_seed{stage}"], device), heights, widths)
+
+    def per_sample(flag: str) -> torch.Tensor:
+        return at[flag].view(-1, 1, 1, 1)
+
+    # first stage
+    x = blur(hr, at["kernel"])
+    x = resize_canvas(x, at["rows"], at["cols"])
+    h1, w1 = at["size"][:, 0], at["size"][:, 1]
+    x = jpeg_canvas(stage_noise(x, "", h1, w1), at["quality"], h1, w1)
+    # second stage
+    x = torch.where(per_sample("blur2"), blur(x, at["kernel2"], h1, w1), x)
+    x = resize_canvas(x, at["rows2"], at["cols2"])
+    h2, w2 = at["size2"][:, 0], at["size2"][:, 1]
+    x = stage_noise(x, "2", h2, w2)
+    # final: JPEG then resize + sinc, or resize + sinc then JPEG
+    jpeg_first = per_sample("jpeg_first")
+    x = torch.where(jpeg_first, jpeg_canvas(x, at["quality2"], h2, w2), x)
+    x = resize_canvas(x, at["rows_final"], at["cols_final"])
+    x = torch.where(per_sample("sinc"), blur(x, at["kernel_final"]), x)
+    x = torch.where(jpeg_first, x, jpeg_canvas(x, at["quality2"]))
+    return (x.clamp(0, 1) * 255).round() / 255
+
+
+def collate(plans: list[Plan]) -> Plan:
+    """A batch of plans: each key's tensors stacked (what the DataLoader does)."""
+    return {key: torch.stack([plan[key] for plan in plans]) for key in plans[0]}
 
 
 def realistic_lr(hr: torch.Tensor, scale: int, params: RealisticDegradation,
                  gen: torch.Generator) -> torch.Tensor:
-    """The realistic LR of one HR patch: (3, H, W) uint8 -> (3, H//scale, W//scale) uint8.
-
-    Every random choice comes from ``gen`` in a fixed order, so the result is a pure
-    function of the generator's seed (``data.py`` seeds it with (seed, sample index)).
-    The float work runs on ``hr``'s device; only the JPEG steps visit the CPU.
+    """The realistic LR of one HR patch: (3, H, W) uint8 -> (3, H//scale, W//scale) uint8,
+    a pure function of ``gen``'s seed (``draw_plan`` then ``apply_plans`` on ``hr``'s device).
     """
-    p = params
-    x = hr[None].float() / 255
-    lr_h, lr_w = hr.shape[-2] // scale, hr.shape[-1] // scale
-    # first stage: blur, random resize, noise, JPEG
-    x = blur(x, random_kernel(gen, p, ""))
-    factor = random_scale(gen, p.resize_prob, p.resize_range)
-    x = resize(x, (int(x.shape[-2] * factor), int(x.shape[-1] * factor)), random_mode(gen, p))
-    x = random_jpeg(random_noise(x, gen, p, ""), gen, p, "")
-    # second stage: the same chain, the resize relative to the LR size
-    kernel2 = random_kernel(gen, p, "2")
-    if kernels.uniform(gen, 0, 1) < p.second_blur_prob:
-        x = blur(x, kernel2)
-    factor = random_scale(gen, p.resize_prob2, p.resize_range2)
-    x = resize(x, (int(lr_h * factor), int(lr_w * factor)), random_mode(gen, p))
-    x = random_noise(x, gen, p, "2")
-    # final: [resize to the LR size + sinc filter] and JPEG, in a random order
-    sinc = None
-    if kernels.uniform(gen, 0, 1) < p.final_sinc_prob:
-        size = p.kernel_sizes[int(torch.randint(len(p.kernel_sizes), (), generator=gen))]
-        sinc = kernels.sinc_kernel(size, kernels.uniform(gen, math.pi / 3, math.pi))
-    jpeg_first = kernels.uniform(gen, 0, 1) >= 0.5
-    if jpeg_first:
-        x = random_jpeg(x.clamp(0, 1), gen, p, "2")
-    x = resize(x, (lr_h, lr_w), random_mode(gen, p))
-    if sinc is not None:
-        x = blur(x, sinc)
-    if not jpeg_first:
-        x = random_jpeg(x.clamp(0, 1), gen, p, "2")
-    return x[0].clamp(0, 1).mul(255).round().to(torch.uint8)
+    plan = collate([draw_plan(gen, params, (hr.shape[-2], hr.shape[-1]), scale)])
+    lr = apply_plans(hr[None].float() / 255, plan)
+    return (lr[0] * 255).round().to(torch.uint8)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -391,7 +579,7 @@ class EvalDegradation:
         x = pil_to_tensor(lr)[None].float() / 255
         if self.noise_sigma > 0:
             gen = torch.Generator().manual_seed(seed)
-            x = add_gaussian_noise(x, self.noise_sigma / 255, False, gen)
+            x = add_noise(x, [True], [False], torch.tensor([self.noise_sigma / 255]), [gen])
         if self.jpeg_quality:
             x = jpeg(x, self.jpeg_quality)
         return tensor_to_pil(x[0])

@@ -421,9 +421,12 @@ class Trainer:
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None)
 
-    def to_device(self, batch: torch.Tensor) -> torch.Tensor:
-        batch = data.to_unit_range(batch.to(self.device, non_blocking=True))
-        return batch.contiguous(memory_format=torch.channels_last) if self.channels_last else batch
+    def to_device(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch of the data stream -> (lr, hr) float in [0, 1], ready for the networks."""
+        pair = data.to_training_pair(batch, self.device)
+        if not self.channels_last:
+            return pair
+        return tuple(x.contiguous(memory_format=torch.channels_last) for x in pair)
 
     @staticmethod
     def step_losses(named: dict[str, torch.Tensor]) -> StepLosses:
@@ -481,7 +484,11 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """Mean PSNR-Y, SSIM-Y (and LPIPS when available) on ``--val``, scored exactly as
-        ``srgan benchmark`` scores a model (same degradation, quantisation and border)."""
+        ``srgan benchmark`` scores a model (same degradation, quantisation and border).
+
+        Runs with realistic degradations are scored as ``srgan benchmark --degradation
+        realistic-eval`` does (the mean over its clean, JPEG, noise + JPEG and blur + JPEG
+        inputs): what such a model is for, and so what picks its best checkpoint."""
         model = self.ema.model if self.ema is not None else self.generator
         was_training = model.training
         precision = "bf16" if self.dtype == torch.bfloat16 else "fp32"
@@ -490,9 +497,12 @@ class Trainer:
         def method(lr_image):
             return upscaler.upscale_tensor(benchmark.pil_to_float(lr_image))
 
-        scores = [score for name, hr_images in self.val_sets for score, _ in
-                  benchmark.score_dataset("val", method, name, hr_images, self.config.scale,
-                                          self.lpips)]
+        kind = "realistic-eval" if self.config.degradation == "realistic" else "bicubic"
+        scale = self.config.scale
+        scores = [score for name, hr_images in self.val_sets
+                  for _, make_lr in benchmark.lr_makers(name, kind, scale)
+                  for score, _ in benchmark.score_dataset("val", method, name, hr_images, scale,
+                                                          self.lpips, make_lr=make_lr)]
         model.train(was_training)
         result = {"psnr": statistics.fmean(s.psnr_y for s in scores),
                   "ssim": statistics.fmean(s.ssim_y for s in scores)}
@@ -626,8 +636,7 @@ class Trainer:
             for optimizer in (self.opt_g, self.opt_d if phase.name == "gan" else None):
                 for group in optimizer.param_groups if optimizer else []:
                     group["lr"] = lr_value
-            lr_batch, hr_batch = next(stream)
-            step_losses = step_fn(self.to_device(lr_batch), self.to_device(hr_batch))
+            step_losses = step_fn(*self.to_device(next(stream)))
             if self.ema is not None:
                 self.ema.update(self.generator, step_losses.finite)
             self.step += 1

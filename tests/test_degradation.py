@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from click.testing import CliRunner
 from PIL import Image
 from safetensors.torch import load_file
@@ -110,18 +111,33 @@ def test_resize_modes_reach_the_requested_size(mode):
 @pytest.mark.parametrize("step", ["gaussian", "poisson"])
 def test_noise_is_seeded_clamped_and_grey_when_asked(step, gray):
     x = batch()
-    add = degradation.add_gaussian_noise if step == "gaussian" else degradation.add_poisson_noise
-    amount = 20 / 255 if step == "gaussian" else 0.5
-    out = add(x, amount, gray, seeded(1))
+    amount = torch.tensor([20 / 255 if step == "gaussian" else 0.5] * 2)
+
+    def add(images, seed):
+        return degradation.add_noise(images, [step == "gaussian"] * 2, [gray] * 2, amount,
+                                     [seeded(seed), seeded(seed + 100)])
+
+    out = add(x, 1)
     check_image(out, x.shape)
-    assert torch.equal(out, add(x, amount, gray, seeded(1)))
-    assert not torch.equal(out, add(x, amount, gray, seeded(2)))
+    assert torch.equal(out, add(x, 1))
+    assert not torch.equal(out, add(x, 2))
     mid = x * 0.2 + 0.4  # far enough from 0 and 1 that nothing is clamped
-    noise = add(mid, amount, gray, seeded(1)) - mid
+    noise = add(mid, 1) - mid
     assert float(noise.abs().mean()) > 1 / 255
     same_in_channels = torch.allclose(noise[:, 0], noise[:, 1], atol=1e-5) and torch.allclose(
         noise[:, 1], noise[:, 2], atol=1e-5)
     assert same_in_channels == gray
+
+
+def test_poisson_scale_counts_the_levels_of_the_image_only():
+    """BasicSR's v = distinct 8-bit levels rounded up to a power of two, of each sample's
+    image, not of what lies beyond it in its canvas."""
+    x = torch.zeros(2, 1, 4, 6)
+    x[0, 0, :2, :3] = torch.tensor([[0, 1, 2], [3, 4, 4]])  # 5 levels -> 8
+    x[0, 0, :, 3:] = 200  # outside sample 0's 2x3 image
+    x[1] = torch.arange(24).view(1, 4, 6)  # 24 levels -> 32
+    mask = degradation.valid_mask(x, torch.tensor([2, 4]), torch.tensor([3, 6]))
+    assert degradation.photon_levels(x, mask).tolist() == [8.0, 32.0]
 
 
 def test_jpeg_equals_a_pillow_encode_decode_at_that_quality():
@@ -218,22 +234,69 @@ def test_bicubic_patches_are_unchanged_bit_for_bit(tmp_path):
         "6c9ba5f753a6c6d4be12c88c9d86a588e4518c50eca4faaaf8edf38835870ecc")
 
 
+def same_plans(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_realistic_samples_depend_only_on_seed_and_index(train_dir):
     found = data.scan_folders([train_dir], 16)
     params = RealisticDegradation()
     cached = data.PatchDataset(found, 16, 4, seed=0, cache=True, realistic=params)
     streamed = data.PatchDataset(found, 16, 4, seed=0, cache=False, realistic=params)
     bicubic = data.PatchDataset(found, 16, 4, seed=0, cache=True)
-    lr, hr = cached[5]
-    assert lr.shape == (3, 4, 4) and lr.dtype == torch.uint8
+    plan, hr = cached[5]
     assert torch.equal(hr, bicubic[5][1]), "the same crop and augmentation as bicubic"
-    assert not torch.equal(lr, bicubic[5][0])
-    assert torch.equal(lr, cached[5][0]) and torch.equal(lr, streamed[5][0])
+    assert same_plans(plan, cached[5][0]) and same_plans(plan, streamed[5][0])
+    assert not same_plans(plan, cached[6][0])
     in_process = data.batches(cached, 2, start_step=3, workers=0)
     with_workers = data.batches(streamed, 2, start_step=3, workers=1)
-    for _ in range(2):
-        (lr_a, hr_a), (lr_b, hr_b) = next(in_process), next(with_workers)
+    for step in (3, 4):
+        a, b = next(in_process), next(with_workers)
+        assert same_plans(a[0], b[0]) and torch.equal(a[1], b[1])
+        lr_a, hr_a = data.to_training_pair(a, torch.device("cpu"))
+        lr_b, hr_b = data.to_training_pair(b, torch.device("cpu"))
         assert torch.equal(lr_a, lr_b) and torch.equal(hr_a, hr_b)
+        assert lr_a.shape == (2, 3, 4, 4) and lr_a.dtype == torch.float32
+        assert torch.equal(lr_a, (lr_a * 255).round() / 255), "8-bit levels"
+        bicubic_lr = torch.stack([bicubic[i][0] for i in (2 * step, 2 * step + 1)]).float() / 255
+        assert not torch.equal(lr_a, bicubic_lr)
+
+
+def test_a_batch_of_plans_gives_each_sample_what_it_gives_alone():
+    """Batched on one device, a sample's LR must not depend on the rest of its batch (its
+    own random resize sizes, kernels, noise and JPEG qualities)."""
+    hr = (batch(n=6, size=32, seed=4) * 255).round() / 255
+    plans = [degradation.draw_plan(seeded(s), RealisticDegradation(), (32, 32), 4)
+             for s in range(6)]
+    together = degradation.apply_plans(hr, degradation.collate(plans))
+    assert together.shape == (6, 3, 8, 8)
+    assert len({tuple(p["size"].tolist()) for p in plans}) > 1, "several stage-1 sizes"
+    for i in range(6):
+        alone = degradation.apply_plans(hr[i:i + 1], degradation.collate([plans[i]]))
+        assert torch.equal(together[i], alone[0]), i
+
+
+def test_canvas_steps_equal_the_steps_on_each_image():
+    """Blur with per-sample reflection, and resize by matrices, on images of several sizes in
+    one canvas equal the same steps on each image alone."""
+    x = batch(n=3, size=20, seed=5)
+    heights, widths = torch.tensor([20, 13, 7]), torch.tensor([20, 9, 16])
+    kernel = torch.stack([kernels.shaped_kernel("gaussian", 9, s, s, 0) for s in (1, 2, 3)])
+    blurred = degradation.blur(x, kernel, heights, widths)
+    for i, (h, w) in enumerate(zip(heights.tolist(), widths.tolist(), strict=True)):
+        image = x[i:i + 1, :, :h, :w]
+        padded = F.pad(image, (4, 4, 4, 4), mode="reflect")
+        expected = F.conv2d(padded, kernel[i].expand(3, 1, 9, 9), groups=3)
+        assert torch.allclose(blurred[i:i + 1, :, :h, :w], expected, atol=1e-5), i
+    for mode in degradation.RESIZE_MODES:
+        rows = torch.stack([degradation.resize_matrix(h, 11, mode, 12, 20)
+                            for h in heights.tolist()])
+        cols = torch.stack([degradation.resize_matrix(w, 5, mode, 6, 20) for w in widths.tolist()])
+        out = degradation.resize_canvas(x, rows, cols)
+        assert out.shape == (3, 3, 12, 6) and not out[:, :, 11:].any() and not out[..., 5:].any()
+        for i, (h, w) in enumerate(zip(heights.tolist(), widths.tolist(), strict=True)):
+            expected = degradation.resize(x[i:i + 1, :, :h, :w], (11, 5), mode)
+            assert torch.allclose(out[i:i + 1, :, :11, :5], expected, atol=1e-5), (mode, i)
 
 
 def test_realistic_training_runs_and_resumes_bit_for_bit(tmp_path, train_dir):
@@ -255,6 +318,31 @@ def test_realistic_training_runs_and_resumes_bit_for_bit(tmp_path, train_dir):
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
     assert 'degradation = "realistic"' in (tmp_path / "straight" / "config.toml").read_text()
+
+
+def test_realistic_runs_validate_on_the_real_photo_inputs(tmp_path, train_dir, monkeypatch):
+    """The best checkpoint of a real-photo model is picked on degraded inputs: validation
+    scores every realistic-eval case (bicubic runs: the clean protocol only)."""
+    val_dir = tmp_path / "val"
+    val_dir.mkdir()
+    random_png(val_dir / "v.png", (48, 48), 3)
+    seen: list[str] = []
+    score = benchmark.score_dataset
+
+    def spy(*args, make_lr=None, **kwargs):
+        hr = degradation.crop_to_multiple(args[3][0][1], 4)
+        seen.append(hashlib.sha256(make_lr(hr, args[3][0][0]).tobytes()).hexdigest())
+        return score(*args, make_lr=make_lr, **kwargs)
+
+    monkeypatch.setattr(benchmark, "score_dataset", spy)
+    for kind, cases in (("bicubic", 1), ("realistic", len(degradation.REALISTIC_EVAL))):
+        seen.clear()
+        config = make_config(dict(
+            data=[str(train_dir)], val=[str(val_dir)], patch_size=16, batch_size=2,
+            num_blocks=1, channels=8, device="cpu", log_every=1, val_every=1, save_every=1000,
+            phase="pretrain", pretrain_steps=1, degradation=kind, workers=0))
+        train(config, tmp_path / kind)
+        assert len(seen) == len(set(seen)) == cases, kind
 
 
 def test_cli_train_takes_the_degradation_flag(tmp_path, train_dir):
