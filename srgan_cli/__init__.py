@@ -27,6 +27,7 @@ _EXPORTS = {
     "ImageError": "errors",
     "InputError": "errors",
     "SrganError": "errors",
+    "UNetDiscriminator": "models",
     "Upscaler": "upscale",
     "load_model": "checkpoints",
     "save_checkpoint": "checkpoints",
@@ -40,6 +41,7 @@ __all__ = [
     "ImageError",
     "InputError",
     "SrganError",
+    "UNetDiscriminator",
     "Upscaler",
     "__version__",
     "load_model",
@@ -49,7 +51,7 @@ __all__ = [
 if TYPE_CHECKING:
     from .checkpoints import load_model, save_checkpoint
     from .errors import CheckpointError, ImageError, InputError, SrganError
-    from .models import Discriminator, Generator, GeneratorConfig
+    from .models import Discriminator, Generator, GeneratorConfig, UNetDiscriminator
     from .upscale import Upscaler
 
 

@@ -527,6 +527,10 @@ def benchmark_command(
               "[default: 0]")
 @click.option("--pixel-loss", type=click.Choice(["mse", "l1"]), help="[default: mse]")
 @click.option("--gan-loss", type=click.Choice(["bce", "lsgan"]), help="[default: bce]")
+@click.option("--discriminator", type=click.Choice(["vgg", "unet"]),
+              help="The GAN phase's discriminator: vgg (the paper's, one logit per patch) or "
+              "unet (Real-ESRGAN's U-Net with spectral norm, one logit per pixel; patch size "
+              "a multiple of 8). [default: vgg]")
 @click.option("--compile/--no-compile", "compile_", default=None,
               help="torch.compile the networks. [default: off]")
 @click.option("--sync-bn/--no-sync-bn", "sync_bn", default=None,

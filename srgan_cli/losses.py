@@ -1,7 +1,8 @@
 """The SRGAN losses: pixel (MSE / L1), VGG content loss, adversarial (BCE / least squares).
 
-All image inputs are float RGB (N, 3, H, W) in [0, 1]; discriminator outputs are logits
-(N, 1). Every loss returns a float32 scalar.
+All image inputs are float RGB (N, 3, H, W) in [0, 1]; discriminator outputs are logits of
+any shape: (N, 1) from the paper's discriminator, (N, 1, H, W) per pixel from the U-Net. The
+adversarial losses average over every logit. Every loss returns a float32 scalar.
 """
 
 from __future__ import annotations

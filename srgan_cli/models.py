@@ -6,8 +6,10 @@ Value convention, used by every module of srgan (the one place it is stated):
 * The generator maps an LR batch (N, 3, H, W) in [0, 1] to an SR batch
   (N, 3, scale*H, scale*W) in approximately [0, 1]; it is not clamped so that
   training sees true gradients. Clamp with ``.clamp(0, 1)`` before saving.
-* The discriminator takes HR or SR patches of any size in [0, 1] and returns one
-  logit per image, shape (N, 1).
+* A discriminator takes HR or SR patches in [0, 1] as they are (no normalisation) and
+  returns real/fake logits: the paper's ``Discriminator`` one per image, shape (N, 1);
+  Real-ESRGAN's ``UNetDiscriminator`` one per pixel, shape (N, 1, H, W). The losses
+  (``losses.py``) average over every logit, so both train with the same code.
 
 The VGG19 feature extractor for the perceptual loss lives in ``vgg.py``.
 """
@@ -18,7 +20,11 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from .errors import InputError
 
 VALUE_RANGE = (0.0, 1.0)
 """Range of every image tensor srgan passes around (inputs and outputs of the networks)."""
@@ -175,3 +181,89 @@ class Discriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.pool(self.features(x)))
+
+
+@dataclass(frozen=True)
+class UNetDiscriminatorConfig:
+    """Real-ESRGAN's U-Net discriminator (Wang et al., ICCVW 2021); the defaults are theirs."""
+
+    channels: int = 64
+    skip_connection: bool = True
+    in_channels: int = 3
+
+    def to_dict(self) -> dict[str, int | bool]:
+        return asdict(self)
+
+
+UNET_SIZE_MULTIPLE = 8
+"""A ``UNetDiscriminator`` input's height and width must be multiples of this (three x2
+downsamplings that the decoder undoes exactly)."""
+
+
+class UNetDiscriminator(nn.Module):
+    """(N, 3, H, W) in [0, 1], H and W multiples of 8 -> (N, 1, H, W) per-pixel logits.
+
+    Real-ESRGAN's ``UNetDiscriminatorSN`` (same layers, names and widths; C = ``channels``):
+    conv0 3x3 3 -> C; encoder conv1-3 4x4 stride 2, C -> 2C -> 4C -> 8C; decoder: bilinear
+    x2 upsampling before each of conv4-6 3x3, 8C -> 4C -> 2C -> C, each output plus the
+    encoder's features of its size (``skip_connection``); conv7-8 3x3 C -> C; conv9 3x3
+    C -> 1. LeakyReLU(0.2) after every conv but conv9. conv1-8 have spectral normalisation
+    and no bias; conv0 and conv9 are plain convs with bias.
+
+    Spectral norm is ``torch.nn.utils.parametrizations.spectral_norm`` (one power iteration
+    per forward in train mode), so a state dict names ``conv1.parametrizations.weight.original``
+    (the parameter) and ``conv1.parametrizations.weight.0._u`` / ``._v`` (the power-iteration
+    buffers) where Real-ESRGAN's files say ``conv1.weight_orig``, ``weight_u``, ``weight_v``.
+    """
+
+    def __init__(self, config: UNetDiscriminatorConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or UNetDiscriminatorConfig()
+        c = config.channels
+
+        def sn_conv(in_ch: int, out_ch: int, kernel: int, stride: int = 1) -> nn.Module:
+            conv = nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=1, bias=False)
+            return spectral_norm(conv)
+
+        self.conv0 = nn.Conv2d(config.in_channels, c, 3, padding=1)
+        self.conv1 = sn_conv(c, 2 * c, 4, 2)
+        self.conv2 = sn_conv(2 * c, 4 * c, 4, 2)
+        self.conv3 = sn_conv(4 * c, 8 * c, 4, 2)
+        self.conv4 = sn_conv(8 * c, 4 * c, 3)
+        self.conv5 = sn_conv(4 * c, 2 * c, 3)
+        self.conv6 = sn_conv(2 * c, c, 3)
+        self.conv7 = sn_conv(c, c, 3)
+        self.conv8 = sn_conv(c, c, 3)
+        self.conv9 = nn.Conv2d(c, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        if height % UNET_SIZE_MULTIPLE or width % UNET_SIZE_MULTIPLE:
+            raise InputError(f"the U-Net discriminator takes sides that are multiples of "
+                             f"{UNET_SIZE_MULTIPLE}, got {height}x{width}")
+        x0 = F.leaky_relu(self.conv0(x), 0.2)
+        x1 = F.leaky_relu(self.conv1(x0), 0.2)  # 1/2 size
+        x2 = F.leaky_relu(self.conv2(x1), 0.2)  # 1/4
+        x3 = F.leaky_relu(self.conv3(x2), 0.2)  # 1/8
+        out = x3
+        for conv, skip in ((self.conv4, x2), (self.conv5, x1), (self.conv6, x0)):
+            out = F.interpolate(out, scale_factor=2, mode="bilinear", align_corners=False)
+            out = F.leaky_relu(conv(out), 0.2)
+            if self.config.skip_connection:
+                out = out + skip
+        out = F.leaky_relu(self.conv7(out), 0.2)
+        out = F.leaky_relu(self.conv8(out), 0.2)
+        return self.conv9(out)
+
+
+DISCRIMINATORS = ("vgg", "unet")
+"""``vgg``: the paper's ``Discriminator``; ``unet``: Real-ESRGAN's ``UNetDiscriminator``."""
+
+
+def build_discriminator(kind: str, channels: int = 64) -> nn.Module:
+    """A new discriminator of ``kind`` (one of ``DISCRIMINATORS``), base width ``channels``."""
+    if kind == "vgg":
+        return Discriminator(DiscriminatorConfig(channels=channels))
+    if kind == "unet":
+        return UNetDiscriminator(UNetDiscriminatorConfig(channels=channels))
+    raise ValueError(f"unknown discriminator {kind!r}; choose one of {DISCRIMINATORS}")

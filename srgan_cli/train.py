@@ -46,7 +46,7 @@ from . import benchmark, data, distributed, losses, metrics, sync_batchnorm
 from .checkpoints import load_generator, resolve_model, save_checkpoint
 from .errors import CheckpointError, SrganError, TrainingError
 from .loss_window import LossWindow, StepLosses
-from .models import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+from .models import Generator, GeneratorConfig, build_discriminator
 from .plot import plot_curves
 from .train_config import RANDOM_VGG, TrainConfig, save_config
 from .train_display import Display, deferred_interrupt
@@ -60,6 +60,7 @@ from .train_state import (
     restore_rng,
     rng_tensors,
     save_state,
+    saved_discriminator,
 )
 from .upscale import Upscaler, autocast_dtype
 
@@ -216,6 +217,17 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
             "it, --overwrite to start again, or another --out folder")
 
 
+def check_resumed_discriminator(config: TrainConfig, run_dir: Path) -> None:
+    """Refuse to resume a GAN phase with another kind of discriminator than it trained, before
+    anything in the run folder (its config.toml too) changes."""
+    saved = saved_discriminator(run_dir / STATE_FILE)
+    if saved is not None and saved != config.discriminator:
+        raise TrainingError(
+            f"{run_dir / STATE_FILE}: saved with discriminator = {saved!r}, but the config "
+            f"asks for {config.discriminator!r}; resume with --discriminator {saved}, or start "
+            "a new run")
+
+
 def clear_run_dir(run_dir: Path) -> None:
     """``--overwrite``: remove an earlier run's files (only once the new run can start)."""
     for name in RUN_FILES:
@@ -249,7 +261,7 @@ class Trainer:
         self.generator = self.place(Generator(gen_config)).train()
         self.ema = EMA(self.generator, config.ema) if config.ema > 0 else None
         self.g_parallel = self.parallel(self.generator)
-        self.discriminator: Discriminator | None = None
+        self.discriminator: torch.nn.Module | None = None  # models.DISCRIMINATORS
         self.content_loss: losses.ContentLoss | None = None
         self.opt_g: torch.optim.Optimizer | None = None
         self.opt_d: torch.optim.Optimizer | None = None
@@ -322,7 +334,7 @@ class Trainer:
         self.opt_g = self.adam(self.generator)
         if phase.name == "gan":
             torch.manual_seed(cfg.seed + 1)
-            disc = Discriminator(DiscriminatorConfig(channels=cfg.disc_channels))
+            disc = build_discriminator(cfg.discriminator, cfg.disc_channels)
             self.discriminator = self.place(disc).train()
             d_parallel = self.parallel(self.discriminator)
             self.d_forward = self.compiled(d_parallel)
@@ -373,6 +385,7 @@ class Trainer:
                 tensors.update(opt_tensors)
         if self.discriminator is not None:
             tensors.update(module_tensors(self.discriminator, "discriminator"))
+            state["discriminator"] = self.config.discriminator
         save_state(self.run_dir / STATE_FILE, tensors, state)
         self.saved_step = self.step
 
@@ -737,6 +750,8 @@ def train(
     check_vgg_weights(config)
     if main:
         check_run_dir(run_dir, resume, overwrite)
+    if resume:
+        check_resumed_discriminator(config, run_dir)
     if not resume:
         try:
             config = resolve_init(config)

@@ -20,6 +20,7 @@ from typing import Any
 from .degradation import DEGRADATIONS, RealisticDegradation
 from .errors import TrainingError
 from .losses import GAN_LOSSES, PIXEL_LOSSES
+from .models import DISCRIMINATORS, UNET_SIZE_MULTIPLE
 
 PHASES = ("pretrain", "gan", "all")
 SCHEDULES = ("constant", "step", "cosine")
@@ -45,7 +46,8 @@ class TrainConfig:
     # networks (ignored for the generator when --init gives one)
     num_blocks: int = 16
     channels: int = 64
-    disc_channels: int = 64
+    discriminator: str = "vgg"  # vgg (the paper) | unet (Real-ESRGAN's, spectral norm)
+    disc_channels: int = 64  # the discriminator's first conv width (both kinds)
     init: str = ""  # generator to start from: checkpoint path, registry name or hf://
 
     # phases: "pretrain" (SRResNet, pixel loss), "gan" (SRGAN), "all" (both in sequence)
@@ -88,7 +90,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         choices = {"degradation": DEGRADATIONS, "phase": PHASES, "pretrain_schedule": SCHEDULES,
                    "gan_schedule": SCHEDULES, "precision": PRECISIONS, "pixel_loss": PIXEL_LOSSES,
-                   "gan_loss": GAN_LOSSES}
+                   "gan_loss": GAN_LOSSES, "discriminator": DISCRIMINATORS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise TrainingError(
@@ -107,6 +109,10 @@ class TrainConfig:
         if self.patch_size % self.scale:
             raise TrainingError(
                 f"patch_size {self.patch_size} must be a multiple of the scale {self.scale}")
+        unet_gan = self.discriminator == "unet" and dict(self.phases).get("gan", 0) > 0
+        if unet_gan and self.patch_size % UNET_SIZE_MULTIPLE:
+            raise TrainingError(f"patch_size {self.patch_size} must be a multiple of "
+                                f"{UNET_SIZE_MULTIPLE} for the U-Net discriminator")
         if not 0 <= self.ema < 1:
             raise TrainingError(f"ema must be in [0, 1), got {self.ema}")
         if self.stop_at < 0:

@@ -4,8 +4,8 @@
 ``ema.*``, ``discriminator.*``), the optimizer states (``opt_g.<param>.<name>``,
 ``opt_d.<param>.<name>``) and the RNG states (``rng.torch``, ``rng.cuda.<i>``: uint8). Its
 metadata key ``state`` is a JSON document with everything else: step, phase, optimizer
-param groups, best validation score. One file written atomically means the tensors and
-the JSON can never disagree.
+param groups, best validation score, the kind of discriminator (``vgg`` / ``unet``). One
+file written atomically means the tensors and the JSON can never disagree.
 
 Learning rates are a pure function of the step (``train.learning_rate``) and training
 batches a pure function of (seed, step) (``data.py``), so neither needs saving.
@@ -91,8 +91,14 @@ def module_tensors(module: torch.nn.Module, prefix: str) -> dict[str, torch.Tens
 
 
 def restore_module(module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix: str) -> None:
+    """Load the ``prefix.*`` tensors into ``module``; a TrainingError if they do not fit it."""
     start = len(prefix) + 1
-    module.load_state_dict({k[start:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
+    saved = {k[start:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+    try:
+        module.load_state_dict(saved)
+    except RuntimeError as e:  # missing / unexpected keys, other shapes
+        raise TrainingError(f"training state: the saved {prefix} does not fit the network the "
+                            "config builds (resume with the options it was saved with)") from e
 
 
 def rng_tensors() -> dict[str, torch.Tensor]:
@@ -131,6 +137,21 @@ def load_state(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     if int(metadata.get("format_version", 0)) > STATE_VERSION:
         raise TrainingError(f"{path}: training state from a newer srgan; upgrade srgan-cli")
     return tensors, json.loads(metadata["state"])
+
+
+def saved_discriminator(path: Path) -> str | None:
+    """The kind of discriminator (``models.DISCRIMINATORS``) a state file holds; None when
+    it holds none (saved while pretraining). Reads the file's header only, not its tensors.
+    States from before the choice existed hold the paper's, ``vgg``."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            holds = any(k.startswith("discriminator.") for k in f.keys())  # noqa: SIM118
+    except (SafetensorError, OSError) as e:
+        raise TrainingError(f"{path}: unreadable training state ({e})") from e
+    if not holds:
+        return None
+    return json.loads(metadata.get("state", "{}")).get("discriminator", "vgg")
 
 
 def prune_checkpoints(folder: Path, keep: int) -> None:

@@ -109,3 +109,27 @@ def test_resume_a_one_process_run_with_two_without_sync_bn(setup):
     assert all(torch.isfinite(v).all() for k, v in state.items() if v.is_floating_point())
     assert not list(run.glob(".*.tmp")), "no half-written files"
 
+
+
+def test_two_processes_train_the_unet_discriminator_like_one(setup):
+    """With sync-BN (the generator's BatchNorm), and the U-Net has none. Spectral norm's
+    power-iteration buffers are not broadcast (``forward_sync_buffers`` off): they stay equal
+    on every rank because the weights are."""
+    root, config_file, _ = setup
+    config = load_config(config_file, {"discriminator": "unet"})
+    unet_file = save_config(config, root / "unet.toml")
+    train(config, root / "unet-single")
+    run = root / "unet-ddp"
+    torchrun_train("--config", str(unet_file), "--out", str(run), "--sync-bn", cwd=root)
+    for mine, expected in zip(train_losses(run), train_losses(root / "unet-single"),
+                              strict=True):
+        assert mine == pytest.approx(expected, rel=1e-5)
+    a = load_file(root / "unet-single" / "state.safetensors")
+    b = load_file(run / "state.safetensors")
+    assert a.keys() == b.keys() and "discriminator.conv8.parametrizations.weight.0._u" in a
+    for key in (k for k in a if k.startswith("discriminator.") and k.endswith(("_u", "_v"))):
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-4, msg=key)
+    d_moments = [k for k in a if k.startswith("opt_d.") and k.endswith(".exp_avg")]
+    scale = max(a[k].abs().max() for k in d_moments)  # DDP averaged D's gradients
+    for key in d_moments:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-4 * scale, msg=key)
