@@ -7,13 +7,26 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from srgan_cli.checkpoints import save_checkpoint
 from srgan_cli.models import Generator, GeneratorConfig
 
 SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture
+def hr_dir(tmp_path: Path) -> Path:
+    """Three random 48x40 (width x height) RGB training images."""
+    folder = tmp_path / "hr"
+    folder.mkdir()
+    for seed in range(3):
+        pixels = np.random.default_rng(seed).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{seed}.png")
+    return folder
 
 
 @pytest.fixture

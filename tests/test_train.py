@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,6 +63,15 @@ def interrupt_at(step):
 
 def log_records(run_dir):
     return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def assert_same_states(run_a: Path, run_b: Path) -> dict[str, torch.Tensor]:
+    """Two run folders' training states hold the same tensors, bit for bit; returns run_a's."""
+    a, b = load_file(run_a / "state.safetensors"), load_file(run_b / "state.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    return a
 
 
 # --------------------------------------------------------------------------- config
@@ -245,11 +255,7 @@ def test_resume_is_bit_for_bit(tmp_path, image_dirs, phase, pretrain_steps, gan_
     assert json.loads(read_metadata(tmp_path / "stopped" / "generator.safetensors")
                       ["training"])["step"] == stop, "Ctrl-C saved a checkpoint"
     train(config, tmp_path / "stopped", resume=True)
-    straight = load_file(tmp_path / "straight" / "state.safetensors")
-    resumed = load_file(tmp_path / "stopped" / "state.safetensors")
-    assert straight.keys() == resumed.keys()
-    for key in straight:
-        assert torch.equal(straight[key], resumed[key]), key
+    assert_same_states(tmp_path / "straight", tmp_path / "stopped")
     steps = [r["step"] for r in log_records(tmp_path / "stopped") if r["type"] == "train"]
     assert steps == list(range(1, pretrain_steps + gan_steps + 1))
 
@@ -333,8 +339,6 @@ def test_stop_at_ends_a_run_early_with_the_schedule_of_the_whole_phase(tmp_path,
 
 def test_shipped_recipes_are_valid_configs():
     """recipes/*.toml load as training configs (they reproduce the shipped weights)."""
-    from pathlib import Path
-
     recipes = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.toml"))
     assert len(recipes) >= 3
     for path in recipes:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_train import interrupt_at, log_records, random_png, tiny
+from test_train import interrupt_at, log_records, tiny
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from srgan_cli import losses
@@ -15,16 +15,6 @@ from srgan_cli import train as train_module
 from srgan_cli.errors import TrainingError
 from srgan_cli.train import EMA, Trainer, train
 from srgan_cli.train_state import load_state, optimizer_tensors, restore_optimizer, save_state
-
-
-@pytest.fixture
-def hr_dir(tmp_path):
-    """Three random 40x48 training images."""
-    folder = tmp_path / "hr"
-    folder.mkdir()
-    for seed in range(3):
-        random_png(folder / f"{seed}.png", (48, 40), seed=seed)
-    return folder
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 from safetensors import safe_open
 from safetensors.torch import load_file
-from test_train import interrupt_at, log_records, random_png, tiny
+from test_train import assert_same_states, interrupt_at, log_records, tiny
 from torch.nn.utils import parametrize
 
 from srgan_cli import losses
@@ -29,16 +29,6 @@ from srgan_cli.train import train
 from srgan_cli.train_config import save_config
 
 SN_CONVS = [f"conv{i}" for i in range(1, 9)]
-
-
-@pytest.fixture
-def hr_dir(tmp_path):
-    """Three random 40x48 training images."""
-    folder = tmp_path / "hr"
-    folder.mkdir()
-    for seed in range(3):
-        random_png(folder / f"{seed}.png", (48, 40), seed=seed)
-    return folder
 
 
 def tiny_unet(skip_connection: bool = True) -> UNetDiscriminator:
@@ -157,11 +147,7 @@ def test_unet_gan_training_resumes_bit_for_bit(tmp_path, hr_dir, kernels):
     with pytest.raises(KeyboardInterrupt):
         train(config, tmp_path / "stopped", on_step=interrupt_at(4))
     train(config, tmp_path / "stopped", resume=True)
-    straight = load_file(tmp_path / "straight" / "state.safetensors")
-    resumed = load_file(tmp_path / "stopped" / "state.safetensors")
-    assert straight.keys() == resumed.keys()
-    for key in straight:
-        assert torch.equal(straight[key], resumed[key]), key
+    straight = assert_same_states(tmp_path / "straight", tmp_path / "stopped")
     assert "discriminator.conv1.parametrizations.weight.original" in straight
     assert "discriminator.conv1.parametrizations.weight.0._u" in straight
     d_moments = [k for k in straight if k.startswith("opt_d.") and k.endswith(".exp_avg")]
