@@ -403,6 +403,10 @@ class Trainer:
         restore_module(self.generator, tensors, "generator")
         if self.ema is not None and any(k.startswith("ema.") for k in tensors):
             restore_module(self.ema.model, tensors, "ema")
+        if any(k.startswith("discriminator.") for k in tensors):  # fits? (restored later)
+            cfg = self.config
+            restore_module(build_discriminator(cfg.discriminator, cfg.disc_channels), tensors,
+                           "discriminator")
         self.step, self.nonfinite = state["step"], state["nonfinite"]
         self.best, self.last_val = state["best"], state["last_val"]
         self.last_losses = state["last_losses"]
@@ -556,6 +560,8 @@ class Trainer:
     def run(self, resume: bool, on_step: Callable[[int], None] | None) -> None:
         cfg = self.config
         resumed = self.load() if resume else None
+        if self.main:  # only now: a resume that does not fit its state leaves config.toml be
+            save_config(cfg, self.run_dir / CONFIG_FILE)
         if resume:
             self.trim_log()
             self.display.message(f"resuming {self.run_dir} at step {self.step}")
@@ -765,7 +771,6 @@ def train(
             if overwrite and not resume:
                 clear_run_dir(run_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(config, run_dir / CONFIG_FILE)
         distributed.barrier()  # the other ranks read the run folder once rank 0 has prepared it
         trainer.run(resume, on_step)
     distributed.finish()

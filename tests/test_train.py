@@ -358,3 +358,18 @@ def test_scan_keeps_the_decoded_images_only_when_they_fit(image_dirs):
     assert dataset.cache is kept.decoded
     too_big = data.scan_folders([image_dirs[0]], patch_size=16, keep_bytes=kept.decoded_bytes - 1)
     assert too_big.decoded is None
+
+
+def test_a_resume_that_does_not_fit_its_state_changes_nothing(tmp_path, hr_dir):
+    """A resume with options the saved networks do not fit is one clear error, and the run
+    folder (its config.toml and log too) stays as it was, so a plain --resume still works."""
+    run = tmp_path / "run"
+    config = tiny(hr_dir, pretrain_steps=4, stop_at=2)
+    train(config, run)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    wider = make_config({**config.__dict__, "channels": 16, "stop_at": 0})
+    with pytest.raises(TrainingError, match="the saved generator does not fit the network"):
+        train(wider, run, resume=True)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    train(make_config({**config.__dict__, "stop_at": 0}), run, resume=True)
+    assert [r["step"] for r in log_records(run) if r["type"] == "train"] == [1, 2, 3, 4]

@@ -216,5 +216,8 @@ def test_a_saved_discriminator_of_another_width_is_one_clear_error(tmp_path, hr_
     config = tiny(hr_dir, phase="all", pretrain_steps=1, gan_steps=1, discriminator="unet")
     train(config, run)
     wider = replace(config, gan_steps=2, disc_channels=16)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
     with pytest.raises(TrainingError, match="the saved discriminator does not fit the network"):
         train(wider, run, resume=True)
+    after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert after == before, "a refused resume changes nothing (config.toml, log, state)"
