@@ -133,3 +133,19 @@ def test_two_processes_train_the_unet_discriminator_like_one(setup):
     scale = max(a[k].abs().max() for k in d_moments)  # DDP averaged D's gradients
     for key in d_moments:
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-4 * scale, msg=key)
+
+
+def test_two_processes_make_the_same_realistic_batches_as_one(setup):
+    """Realistic degradations run on each rank's device for its share of the batch: a
+    sample's LR depends only on its plan, so two processes train like one."""
+    root, config_file, _ = setup
+    config = load_config(config_file, {"degradation": "realistic", "phase": "pretrain",
+                                       "pretrain_steps": 2})
+    real_file = save_config(config, root / "real.toml")
+    train(config, root / "real-single")
+    run = root / "real-ddp"
+    torchrun_train("--config", str(real_file), "--out", str(run), "--sync-bn", cwd=root)
+    one, two = train_losses(root / "real-single"), train_losses(run)
+    assert [r["step"] for r in two] == [1, 2]
+    for mine, expected in zip(two, one, strict=True):
+        assert mine == pytest.approx(expected, rel=1e-5)
