@@ -78,10 +78,6 @@ RESIZE_MODES = ("area", "bilinear", "bicubic")
 DEGRADATIONS = ("bicubic", "realistic")
 
 
-def _range(low: float, high: float) -> tuple[float, float]:
-    return (float(low), float(high))
-
-
 @dataclass(frozen=True)
 class RealisticDegradation:
     """Every parameter range of the realistic pipeline, with Real-ESRGAN's published defaults
