@@ -1,8 +1,10 @@
 """The LR degradations shared by training and benchmarking.
 
 ``bicubic`` (the paper's protocol) is a Pillow bicubic downscale; ``realistic`` (below) is
-Real-ESRGAN's second-order blur/resize/noise/JPEG chain for models meant for real photos;
-``REALISTIC_EVAL`` are the fixed degradations ``srgan benchmark`` scores them with.
+Real-ESRGAN's second-order blur/resize/noise/JPEG chain for models meant for real photos,
+planned per sample (``draw_plan``, in the DataLoader workers) and run for a whole batch on
+the training device (``apply_plans``); ``REALISTIC_EVAL`` are the fixed degradations
+``srgan benchmark`` scores such models with.
 
 HR images are first cropped (top-left anchored, like BasicSR's ``mod_crop``) so both sides
 are multiples of the scale; then ``Image.BICUBIC`` resizes by exactly 1/scale. Pillow's
