@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from . import degradation, images
 from .degradation import Plan, RealisticDegradation, downscale_tensor
@@ -221,9 +221,8 @@ def batches(
     if workers == 0:
         indices = sample_indices(batch_size, start_step, share)
         while True:
-            pairs = [dataset[i] for i in itertools.islice(indices, size)]
-            lrs, hrs = [lr for lr, _ in pairs], torch.stack([hr for _, hr in pairs])
-            yield (degradation.collate(lrs) if isinstance(lrs[0], dict) else torch.stack(lrs)), hrs
+            lr, hr = default_collate([dataset[i] for i in itertools.islice(indices, size)])
+            yield lr, hr  # batched as the DataLoader batches them
     else:
         loader = DataLoader(
             dataset, batch_size=size, sampler=StreamSampler(batch_size, start_step, share),

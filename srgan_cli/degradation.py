@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch.utils.data import default_collate
 
 from . import jpeg as jpeg_codec
 from . import kernels
@@ -317,13 +318,12 @@ def add_noise(x: torch.Tensor, gaussian: list[bool], gray: list[bool], amount: t
     sample is a pure function of its generator's seed; the arithmetic is batched.
     """
     n, c, h, w = x.shape
-    if heights is None or widths is None:
-        heights, widths = full_sizes(x)
-    mask = valid_mask(x, heights, widths)
-    q = (x.clamp(0, 1) * 255).round()
-    luma = (grayscale(q / 255) * 255).round()
-    shot = [i for i in range(n) if not gaussian[i]]
-    if shot:  # the Poisson scales, batched, only when some sample needs them
+    if not all(gaussian):  # shot noise: the 8-bit images and their Poisson scales, batched
+        if heights is None or widths is None:
+            heights, widths = full_sizes(x)
+        mask = valid_mask(x, heights, widths)
+        q = (x.clamp(0, 1) * 255).round()
+        luma = (grayscale(q / 255) * 255).round()
         v_rgb, v_luma = photon_levels(q, mask), photon_levels(luma, mask)
     fields = []
     for i in range(n):
@@ -363,8 +363,6 @@ def jpeg_canvas(x: torch.Tensor, quality: torch.Tensor, heights: torch.Tensor | 
                 widths: torch.Tensor | None = None) -> torch.Tensor:
     """``jpeg`` of each sample's image in its canvas at ``quality[i]`` ((N,) int), on ``x``'s
     device: values are 8-bit levels / 255, equal to Pillow's decode inside each image."""
-    if heights is None or widths is None:
-        heights, widths = full_sizes(x)
     as_uint8 = (x.clamp(0, 1) * 255).round().to(torch.uint8)  # tensor_to_pil's rounding
     return jpeg_codec.jpeg(as_uint8, quality, heights, widths).to(x.dtype) / 255
 
@@ -531,17 +529,12 @@ def apply_plans(hr: torch.Tensor, plans: Plan) -> torch.Tensor:
     return (x.clamp(0, 1) * 255).round() / 255
 
 
-def collate(plans: list[Plan]) -> Plan:
-    """A batch of plans: each key's tensors stacked (what the DataLoader does)."""
-    return {key: torch.stack([plan[key] for plan in plans]) for key in plans[0]}
-
-
 def realistic_lr(hr: torch.Tensor, scale: int, params: RealisticDegradation,
                  gen: torch.Generator) -> torch.Tensor:
     """The realistic LR of one HR patch: (3, H, W) uint8 -> (3, H//scale, W//scale) uint8,
     a pure function of ``gen``'s seed (``draw_plan`` then ``apply_plans`` on ``hr``'s device).
     """
-    plan = collate([draw_plan(gen, params, (hr.shape[-2], hr.shape[-1]), scale)])
+    plan = default_collate([draw_plan(gen, params, (hr.shape[-2], hr.shape[-1]), scale)])
     lr = apply_plans(hr[None].float() / 255, plan)
     return (lr[0] * 255).round().to(torch.uint8)
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from PIL import Image
 from safetensors.torch import load_file
+from torch.utils.data import default_collate
 
 from srgan_cli import benchmark, data, degradation, kernels
 from srgan_cli.cli import main
@@ -279,11 +280,11 @@ def test_a_batch_of_plans_gives_each_sample_what_it_gives_alone():
     hr = (batch(n=6, size=32, seed=4) * 255).round() / 255
     plans = [degradation.draw_plan(seeded(s), RealisticDegradation(), (32, 32), 4)
              for s in range(6)]
-    together = degradation.apply_plans(hr, degradation.collate(plans))
+    together = degradation.apply_plans(hr, default_collate(plans))
     assert together.shape == (6, 3, 8, 8)
     assert len({tuple(p["size"].tolist()) for p in plans}) > 1, "several stage-1 sizes"
     for i in range(6):
-        alone = degradation.apply_plans(hr[i:i + 1], degradation.collate([plans[i]]))
+        alone = degradation.apply_plans(hr[i:i + 1], default_collate([plans[i]]))
         assert torch.equal(together[i], alone[0]), i
 
 
