@@ -60,7 +60,6 @@ from .train_state import (
     restore_rng,
     rng_tensors,
     save_state,
-    saved_discriminator,
 )
 from .upscale import Upscaler, autocast_dtype
 
@@ -215,17 +214,6 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
         raise TrainingError(
             f"{run_dir} already holds a run ({', '.join(existing)}): use --resume to continue "
             "it, --overwrite to start again, or another --out folder")
-
-
-def check_resumed_discriminator(config: TrainConfig, run_dir: Path) -> None:
-    """Refuse to resume a GAN phase with another kind of discriminator than it trained, before
-    anything in the run folder (its config.toml too) changes."""
-    saved = saved_discriminator(run_dir / STATE_FILE)
-    if saved is not None and saved != config.discriminator:
-        raise TrainingError(
-            f"{run_dir / STATE_FILE}: saved with discriminator = {saved!r}, but the config "
-            f"asks for {config.discriminator!r}; resume with --discriminator {saved}, or start "
-            "a new run")
 
 
 def clear_run_dir(run_dir: Path) -> None:
@@ -398,13 +386,21 @@ class Trainer:
                 "ema": cfg.ema, "run": self.run_dir.name, "config": cfg.to_dict()}
 
     def load(self) -> tuple[dict, dict]:
-        """Read the state file; the networks are restored now, optimizers in ``restore``."""
+        """Read the state file; the networks are restored now, optimizers in ``restore``.
+        A state the config's networks do not fit (another width or discriminator) is a
+        TrainingError here, before the run folder changes."""
         tensors, state = load_state(self.run_dir / STATE_FILE)
         restore_module(self.generator, tensors, "generator")
         if self.ema is not None and any(k.startswith("ema.") for k in tensors):
             restore_module(self.ema.model, tensors, "ema")
         if any(k.startswith("discriminator.") for k in tensors):  # fits? (restored later)
             cfg = self.config
+            saved = state.get("discriminator", "vgg")  # states from before the choice: vgg
+            if saved != cfg.discriminator:
+                raise TrainingError(
+                    f"{self.run_dir / STATE_FILE}: saved with discriminator = {saved!r}, but the "
+                    f"config asks for {cfg.discriminator!r}; resume with --discriminator "
+                    f"{saved}, or start a new run")
             restore_module(build_discriminator(cfg.discriminator, cfg.disc_channels), tensors,
                            "discriminator")
         self.step, self.nonfinite = state["step"], state["nonfinite"]
@@ -756,8 +752,6 @@ def train(
     check_vgg_weights(config)
     if main:
         check_run_dir(run_dir, resume, overwrite)
-    if resume:
-        check_resumed_discriminator(config, run_dir)
     if not resume:
         try:
             config = resolve_init(config)

@@ -139,21 +139,6 @@ def load_state(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, json.loads(metadata["state"])
 
 
-def saved_discriminator(path: Path) -> str | None:
-    """The kind of discriminator (``models.DISCRIMINATORS``) a state file holds; None when
-    it holds none (saved while pretraining). Reads the file's header only, not its tensors.
-    States from before the choice existed hold the paper's, ``vgg``."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            holds = any(k.startswith("discriminator.") for k in f.keys())  # noqa: SIM118
-    except (SafetensorError, OSError) as e:
-        raise TrainingError(f"{path}: unreadable training state ({e})") from e
-    if not holds:
-        return None
-    return json.loads(metadata.get("state", "{}")).get("discriminator", "vgg")
-
-
 def prune_checkpoints(folder: Path, keep: int) -> None:
     """Keep only the ``keep`` newest ``step_*.safetensors`` files of ``folder``."""
     old = sorted(folder.glob("step_*.safetensors"))[:-keep]
