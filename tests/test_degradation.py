@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 from PIL import Image
-from safetensors.torch import load_file
+from test_train import assert_same_states
 from torch.utils.data import default_collate
 
 from srgan_cli import benchmark, data, degradation, kernels
@@ -325,10 +325,7 @@ def test_realistic_training_runs_and_resumes_bit_for_bit(tmp_path, train_dir):
                 signal.raise_signal(signal.SIGINT)
         train(config, tmp_path / "stopped", on_step=stop_at_2)
     train(config, tmp_path / "stopped", resume=True)
-    straight = load_file(tmp_path / "straight" / "state.safetensors")
-    resumed = load_file(tmp_path / "stopped" / "state.safetensors")
-    for key in straight:
-        assert torch.equal(straight[key], resumed[key]), key
+    assert_same_states(tmp_path / "straight", tmp_path / "stopped")
     assert 'degradation = "realistic"' in (tmp_path / "straight" / "config.toml").read_text()
 
 

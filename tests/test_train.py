@@ -260,15 +260,20 @@ def test_resume_is_bit_for_bit(tmp_path, image_dirs, phase, pretrain_steps, gan_
     assert steps == list(range(1, pretrain_steps + gan_steps + 1))
 
 
-def test_a_nonfinite_step_is_skipped_and_reported(tmp_path, image_dirs, monkeypatch):
+def nan_pixel_loss_at_call(monkeypatch, nth: int) -> None:
+    """Make the ``nth`` call of the pixel loss (the ``nth`` pretraining step) return NaN."""
     real_loss, calls = losses.pixel_loss, []
 
-    def nan_on_second_call(*args, **kwargs):
+    def nan_on_nth_call(*args, **kwargs):
         calls.append(1)
         loss = real_loss(*args, **kwargs)
-        return loss * float("nan") if len(calls) == 2 else loss
+        return loss * float("nan") if len(calls) == nth else loss
 
-    monkeypatch.setattr(losses, "pixel_loss", nan_on_second_call)
+    monkeypatch.setattr(losses, "pixel_loss", nan_on_nth_call)
+
+
+def test_a_nonfinite_step_is_skipped_and_reported(tmp_path, image_dirs, monkeypatch):
+    nan_pixel_loss_at_call(monkeypatch, 2)
     run = tmp_path / "run"
     train(tiny(image_dirs[0], pretrain_steps=3), run)
     records = log_records(run)

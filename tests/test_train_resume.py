@@ -7,10 +7,15 @@ from __future__ import annotations
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_train import interrupt_at, log_records, tiny
+from test_train import (
+    assert_same_states,
+    interrupt_at,
+    log_records,
+    nan_pixel_loss_at_call,
+    tiny,
+)
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from srgan_cli import losses
 from srgan_cli import train as train_module
 from srgan_cli.errors import TrainingError
 from srgan_cli.train import EMA, Trainer, train
@@ -105,23 +110,12 @@ def test_gan_resume_with_fused_adam_and_channels_last_is_bit_for_bit(
                               strict=True):
         assert (average.device, average.dtype, average.stride()) == (
             param.device, param.dtype, param.stride())
-    straight = load_file(tmp_path / "straight" / "state.safetensors")
-    resumed = load_file(tmp_path / "stopped" / "state.safetensors")
-    assert straight.keys() == resumed.keys()
-    for key in straight:
-        assert torch.equal(straight[key], resumed[key]), key
+    assert_same_states(tmp_path / "straight", tmp_path / "stopped")
 
 
 def test_fused_adam_skips_a_nonfinite_step_on_the_device(tmp_path, hr_dir, gpu_kernels,
                                                          monkeypatch):
-    real_loss, calls = losses.pixel_loss, []
-
-    def nan_on_second_call(*args, **kwargs):
-        calls.append(1)
-        loss = real_loss(*args, **kwargs)
-        return loss * float("nan") if len(calls) == 2 else loss
-
-    monkeypatch.setattr(losses, "pixel_loss", nan_on_second_call)
+    nan_pixel_loss_at_call(monkeypatch, 2)
     run = tmp_path / "run"
     train(tiny(hr_dir, pretrain_steps=3, log_every=3), run)
     records = log_records(run)
