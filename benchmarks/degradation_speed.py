@@ -20,8 +20,8 @@ import time
 
 import torch
 
-from srgan_cli import data
 from srgan_cli.degradation import RealisticDegradation
+from srgan_cli.training import data
 
 
 def samples_per_second(dataset: data.PatchDataset, batch_size: int, batches: int, workers: int,

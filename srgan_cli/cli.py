@@ -23,7 +23,7 @@ from .errors import SrganError
 from .json_output import to_json
 
 if TYPE_CHECKING:
-    from .distributed import Shard
+    from .training.distributed import Shard
 
 err_console = Console(stderr=True)
 
@@ -123,7 +123,7 @@ def split_errors(errors: list[str]) -> list[tuple[Path, str]]:
 
 def parse_shard(ctx, param, value: str | None):
     """``--shard I/N`` -> Shard, or a usage error (exit 2)."""
-    from .distributed import Shard
+    from .training.distributed import Shard
 
     if value is None:
         return None
@@ -204,7 +204,7 @@ def upscale_command(
     Under torchrun each process upscales its own share of the files on its own GPU and
     rank 0 prints one combined summary; --shard I/N does the same split without torchrun.
     """
-    from . import distributed
+    from .training import distributed
     from .upscale import BatchSummary, FileResult, Upscaler, cpu_lacks_fast, upscale_batch
 
     stop_on_sigterm()
@@ -551,9 +551,9 @@ def train_command(run_dir: Path, config_file: Path | None, resume: bool, overwri
     DistributedDataParallel; rank 0 writes the run folder, and a run can be resumed with
     any number of processes.
     """
-    from .distributed import launched_rank
-    from .train import CONFIG_FILE, train
-    from .train_config import load_config, make_config, with_steps
+    from .training.config import load_config, make_config, with_steps
+    from .training.distributed import launched_rank
+    from .training.train import CONFIG_FILE, train
 
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite contradict each other")

@@ -17,12 +17,13 @@ from PIL import Image
 from test_train import assert_same_states
 from torch.utils.data import default_collate
 
-from srgan_cli import benchmark, data, degradation, kernels
+from srgan_cli import benchmark, degradation, kernels
 from srgan_cli.cli import main
 from srgan_cli.degradation import RealisticDegradation
 from srgan_cli.errors import TrainingError
-from srgan_cli.train import train
-from srgan_cli.train_config import load_config, make_config, save_config
+from srgan_cli.training import data
+from srgan_cli.training.config import load_config, make_config, save_config
+from srgan_cli.training.train import train
 
 
 def seeded(seed: int) -> torch.Generator:

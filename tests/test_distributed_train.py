@@ -13,12 +13,12 @@ import torch
 from safetensors.torch import load_file
 from test_train import log_records, random_png, tiny
 
-from srgan_cli import data
 from srgan_cli.checkpoints import read_metadata
-from srgan_cli.distributed import Shard
 from srgan_cli.errors import TrainingError
-from srgan_cli.train import train
-from srgan_cli.train_config import load_config, save_config, with_steps
+from srgan_cli.training import data
+from srgan_cli.training.config import load_config, save_config, with_steps
+from srgan_cli.training.distributed import Shard
+from srgan_cli.training.train import train
 
 
 def torchrun_train(*args: str, cwd) -> subprocess.CompletedProcess:

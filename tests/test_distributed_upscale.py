@@ -8,8 +8,8 @@ import pytest
 from conftest import run_cli
 from PIL import Image
 
-from srgan_cli.distributed import Shard
 from srgan_cli.errors import SrganError
+from srgan_cli.training.distributed import Shard
 
 
 def make_folder(folder, n=5):

@@ -350,7 +350,7 @@ def test_config_with_zero_steps_in_every_phase_is_refused(tmp_path):
 
 
 def test_config_file_steps_key_and_unknown_keys(tmp_path):
-    from srgan_cli.train_config import load_config
+    from srgan_cli.training.config import load_config
 
     assert load_config(tiny_train_config(tmp_path, steps=7)).pretrain_steps == 7
     with pytest.raises(Exception, match="unknown training option 'stepz'; the options are: "

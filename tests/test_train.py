@@ -15,13 +15,15 @@ from click.testing import CliRunner
 from PIL import Image
 from safetensors.torch import load_file
 
-from srgan_cli import data, losses, train_state
+from srgan_cli import losses
 from srgan_cli.checkpoints import load_generator, read_metadata
 from srgan_cli.cli import main
 from srgan_cli.degradation import bicubic_downscale
 from srgan_cli.errors import TrainingError
-from srgan_cli.train import EMA, learning_rate, train
-from srgan_cli.train_config import TrainConfig, load_config, make_config, save_config, with_steps
+from srgan_cli.training import data
+from srgan_cli.training import state as train_state
+from srgan_cli.training.config import TrainConfig, load_config, make_config, save_config, with_steps
+from srgan_cli.training.train import EMA, learning_rate, train
 
 
 def random_png(path, size, mode="RGB", seed=0):

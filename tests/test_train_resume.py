@@ -16,10 +16,10 @@ from test_train import (
 )
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from srgan_cli import train as train_module
 from srgan_cli.errors import TrainingError
-from srgan_cli.train import EMA, Trainer, train
-from srgan_cli.train_state import load_state, optimizer_tensors, restore_optimizer, save_state
+from srgan_cli.training import train as train_module
+from srgan_cli.training.state import load_state, optimizer_tensors, restore_optimizer, save_state
+from srgan_cli.training.train import EMA, Trainer, train
 
 
 @pytest.fixture

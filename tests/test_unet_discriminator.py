@@ -16,7 +16,6 @@ from test_train import assert_same_states, interrupt_at, log_records, tiny
 from torch.nn.utils import parametrize
 
 from srgan_cli import losses
-from srgan_cli import train as train_module
 from srgan_cli.cli import main
 from srgan_cli.errors import InputError, TrainingError
 from srgan_cli.models import (
@@ -25,8 +24,9 @@ from srgan_cli.models import (
     UNetDiscriminatorConfig,
     build_discriminator,
 )
-from srgan_cli.train import train
-from srgan_cli.train_config import save_config
+from srgan_cli.training import train as train_module
+from srgan_cli.training.config import save_config
+from srgan_cli.training.train import train
 
 SN_CONVS = [f"conv{i}" for i in range(1, 9)]
 

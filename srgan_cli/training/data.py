@@ -37,10 +37,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from . import degradation, images
-from .degradation import Plan, RealisticDegradation, downscale_tensor
+from .. import degradation, images
+from ..degradation import Plan, RealisticDegradation, downscale_tensor
+from ..errors import ImageError, TrainingError
 from .distributed import Shard
-from .errors import ImageError, TrainingError
 
 SEED_STRIDE = 1 << 40
 """Per-sample generator seed = seed * SEED_STRIDE + sample index (mod 2**63)."""

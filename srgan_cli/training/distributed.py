@@ -20,7 +20,7 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 
-from .errors import SrganError
+from ..errors import SrganError
 
 T = TypeVar("T")
 
@@ -61,7 +61,7 @@ def init(device: str = "auto") -> tuple[int, int, torch.device]:
     ``device`` ``auto`` picks ``cuda:LOCAL_RANK`` when CUDA is available, else the CPU.
     Without torchrun: (0, 1, the device asked for).
     """
-    from .upscale import pick_device
+    from ..upscale import pick_device
 
     if not under_torchrun():
         return 0, 1, pick_device(device)

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 
-from .checkpoints import save_safetensors
-from .errors import TrainingError
+from ..checkpoints import save_safetensors
+from ..errors import TrainingError
 
 STATE_FORMAT = "srgan-train-state"
 STATE_VERSION = 1

@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .degradation import DEGRADATIONS, RealisticDegradation
-from .errors import TrainingError
-from .losses import GAN_LOSSES, PIXEL_LOSSES
-from .models import DISCRIMINATORS, UNET_SIZE_MULTIPLE
+from ..degradation import DEGRADATIONS, RealisticDegradation
+from ..errors import TrainingError
+from ..losses import GAN_LOSSES, PIXEL_LOSSES
+from ..models import DISCRIMINATORS, UNET_SIZE_MULTIPLE
 
 PHASES = ("pretrain", "gan", "all")
 SCHEDULES = ("constant", "step", "cosine")

@@ -42,15 +42,17 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from . import benchmark, data, distributed, losses, metrics, sync_batchnorm
-from .checkpoints import load_generator, resolve_model, save_checkpoint
-from .errors import CheckpointError, SrganError, TrainingError
+from .. import benchmark, losses, metrics
+from ..checkpoints import load_generator, resolve_model, save_checkpoint
+from ..errors import CheckpointError, SrganError, TrainingError
+from ..models import Generator, GeneratorConfig, build_discriminator
+from ..upscale import Upscaler, autocast_dtype
+from . import data, distributed, sync_batchnorm
+from .config import RANDOM_VGG, TrainConfig, save_config
+from .display import Display, deferred_interrupt
 from .loss_window import LossWindow, StepLosses
-from .models import Generator, GeneratorConfig, build_discriminator
 from .plot import plot_curves
-from .train_config import RANDOM_VGG, TrainConfig, save_config
-from .train_display import Display, deferred_interrupt
-from .train_state import (
+from .state import (
     load_state,
     module_tensors,
     optimizer_tensors,
@@ -61,7 +63,6 @@ from .train_state import (
     rng_tensors,
     save_state,
 )
-from .upscale import Upscaler, autocast_dtype
 
 CONFIG_FILE = "config.toml"
 GENERATOR_FILE = "generator.safetensors"
@@ -338,7 +339,7 @@ class Trainer:
         self.best = {} if self.best.get("phase") != phase.name else self.best
 
     def build_vgg(self):
-        from .vgg import VGGFeatures
+        from ..vgg import VGGFeatures
 
         weights = None if self.config.vgg_weights == RANDOM_VGG else self.config.vgg_weights
         torch.manual_seed(self.config.seed + 2)

@@ -1,0 +1,14 @@
+"""Training SRResNet / SRGAN: everything ``srgan train`` runs, one module per concern.
+
+    train.py           the run: ``train(config, run_dir)``, the ``Trainer`` and its loop
+    config.py          ``TrainConfig``: the options of a run, read from / written to TOML
+    data.py            training batches: random HR crops of image folders, their LR patches
+    state.py           what ``--resume`` needs: networks, optimizers and RNG in one file
+    display.py         the live progress display and deferred Ctrl-C
+    distributed.py     torchrun: process groups, shares of a batch (also ``upscale --shard``)
+    sync_batchnorm.py  BatchNorm statistics over all processes (``sync_bn``)
+    loss_window.py     losses kept on the device until the loop reads them (no per-step sync)
+    plot.py            ``curves.png`` from ``log.jsonl``
+
+The command line (``cli.py``) is a thin layer over ``train.train``.
+"""
