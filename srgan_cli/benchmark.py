@@ -21,7 +21,7 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -144,6 +144,7 @@ def load_dataset(
     paths = find_images(folder, recursive=True)
     if not paths:
         raise SrganError(f"no images in dataset folder {folder}")
+    names = image_names(folder, paths)
     kept, skipped = [], []
     for path in paths:
         try:
@@ -152,11 +153,64 @@ def load_dataset(
             skipped.append((path, str(e)))
             continue
         if big_enough_to_score(*image.size, scale):
-            kept.append((path.stem, image))
+            kept.append((names[path], image))
         else:
             skipped.append((path, f"{image.width}x{image.height} is too small to score at "
                                   f"x{scale}"))
     return kept, skipped
+
+
+def image_names(folder: Path, paths: Sequence[Path]) -> dict[Path, str]:
+    """Each image's name in tables and output files: its path below ``folder`` without the
+    suffix (``baby``, ``sub/baby``), with the suffix where two files share a stem
+    (``baby.png``, ``baby.jpg``), so no two images write the same output."""
+    stems = {p: p.relative_to(folder).with_suffix("").as_posix() for p in paths}
+    counts: dict[str, int] = {}
+    for stem in stems.values():
+        counts[stem] = counts.get(stem, 0) + 1
+    return {p: stem if counts[stem] == 1 else p.relative_to(folder).as_posix()
+            for p, stem in stems.items()}
+
+
+def dataset_labels(folders: Sequence[Path]) -> dict[Path, str]:
+    """The distinct dataset folders (one given twice counts once, by its real path), each
+    with its row label: the folder's name, or as many trailing path parts as it takes to
+    tell apart folders of the same name (``x/ds``, ``y/ds``). Labels also name the
+    ``--save-images`` / ``--compare`` subfolders, so distinct datasets never share one."""
+    unique: dict[Path, Path] = {}  # real path -> the folder as given first
+    for folder in folders:
+        unique.setdefault(folder.resolve(), folder)
+    labels = {}
+    for real, given in unique.items():
+        depth = 1
+        while depth < len(real.parts) and any(
+                other != real and other.parts[-depth:] == real.parts[-depth:]
+                for other in unique):
+            depth += 1
+        labels[given] = "/".join(real.parts[-depth:])
+    return labels
+
+
+def check_output_folders(
+    outputs: dict[str, Path | None], labels: dict[Path, str],
+) -> None:
+    """Before any work, one clear error for an output folder (``{"--save-images": DIR}``)
+    that cannot be made (a file on its path), or whose files would land inside a data
+    folder, where the next benchmark would score them as HR images."""
+    for option, out in outputs.items():
+        if out is None:
+            continue
+        for part in (out, *out.parents):
+            if part.exists():
+                if not part.is_dir():
+                    raise SrganError(f"{option} {out}: {part} is a file, not a folder")
+                break
+        for folder, label in labels.items():
+            if (out / label).resolve().is_relative_to(folder.resolve()):
+                raise SrganError(
+                    f"{option} {out}: its files would be written inside the data folder "
+                    f"{folder} and scored as HR images by the next benchmark; choose a "
+                    "folder outside it")
 
 
 MakeLR = Callable[[Image.Image, str], Image.Image]
@@ -255,7 +309,7 @@ def summarize(scores: list[ImageScore]) -> list[dict]:
     for (model, dataset), group in groups.items():
         lp = [s.lpips for s in group if s.lpips is not None]
         key = paper_key(model)
-        paper = PAPER_RESULTS.get((key, dataset)) if key else None
+        paper = PAPER_RESULTS.get((key, Path(dataset).name)) if key else None
         rows.append({
             "model": model, "dataset": dataset, "n": len(group),
             "psnr_y": statistics.fmean(s.psnr_y for s in group),
@@ -292,8 +346,8 @@ def compare_crops(
     for i, (label, panel) in enumerate(panels.items()):
         sheet.paste(panel, (i * w, label_h))
         draw.text((i * w + 2, 1), label[: max(w // 6, 4)], fill=(0, 0, 0))
-    out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
     return path
 
@@ -314,12 +368,14 @@ def run_quality(
     Each dataset is scored once per degradation of ``degradation_kind`` (see ``lr_makers``).
     """
     tta_names = [f"{m}+tta" for m in models if m not in PSEUDO_MODELS] if tta else []
-    loaded = {folder: load_dataset(folder, scale) for folder in datasets}
+    names = dataset_labels(datasets)
+    check_output_folders({"--save-images": save_dir, "--compare": compare_dir}, names)
+    loaded = {folder: load_dataset(folder, scale) for folder in names}
     if not overwrite:
         refuse_earlier_results(
             [*models, *tta_names],
             [(label, [n for n, _ in hr]) for f, (hr, _) in loaded.items()
-             for label, _ in lr_makers(f.name, degradation_kind, scale)], save_dir,
+             for label, _ in lr_makers(names[f], degradation_kind, scale)], save_dir,
             compare_dir)
     lpips = metrics.load_lpips(lpips_weights)
     methods = {m: make_method(m, scale, device, precision, tile) for m in models}
@@ -327,11 +383,11 @@ def run_quality(
         methods.update({f"{m}+tta": make_method(m, scale, device, precision, tile, tta=True)
                         for m in models if m not in PSEUDO_MODELS})
     scores: list[ImageScore] = []
-    for folder in datasets:
+    for folder, name in names.items():
         hr_images, skipped = loaded[folder]
         for path, reason in skipped if on_skip else ():
             on_skip(path, reason)
-        for label, make_lr in lr_makers(folder.name, degradation_kind, scale):
+        for label, make_lr in lr_makers(name, degradation_kind, scale):
             outputs: dict[str, dict[str, torch.Tensor]] = {}
             for model, method in methods.items():
                 for score, sr in score_dataset(model, method, label, hr_images, scale, lpips,
@@ -399,6 +455,10 @@ def speed_generator(model: str | None) -> tuple[str, Generator]:
     """The network to time: a named model, or the paper's SRResNet with random weights."""
     if model is None:
         return "srresnet (paper architecture, random weights)", Generator(GeneratorConfig())
+    if model in PSEUDO_MODELS:
+        raise SrganError(f"--speed times a network; {model!r} is a Pillow resize with no "
+                         "network to time: give a model name or checkpoint, or no --model for "
+                         "the paper's architecture")
     from .checkpoints import load_model
 
     return model, load_model(model)

@@ -353,7 +353,7 @@ def parse_sizes(value: str) -> list[int]:
                    "rows are named perception=P).")
 @click.option("-d", "--data", "datasets", multiple=True, type=click.Path(path_type=Path),
               help="Folder of HR images, e.g. ../shared/datasets/Set5 (repeatable).")
-@click.option("--scale", default=4, show_default=True)
+@click.option("--scale", default=4, show_default=True, type=click.IntRange(min=2))
 @click.option("--per-image", is_flag=True, help="Also show a row per image.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @click.option("--save-images", type=click.Path(path_type=Path),
@@ -374,9 +374,10 @@ def parse_sizes(value: str) -> list[int]:
 @click.option("--precision", "precisions", multiple=True,
               type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
               help="Precision (repeatable). Quality default fp32; --speed default auto.")
-@click.option("--tile", "tiles", multiple=True, type=int,
+@click.option("--tile", "tiles", multiple=True, type=click.IntRange(min=0),
               help="Tile size (repeatable; 0 = off). Default 512 for quality, 0 for --speed.")
-@click.option("--repeats", default=3, show_default=True, help="--speed: timed runs per row.")
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1),
+              help="--speed: timed runs per row.")
 @click.option("--ablation/--no-ablation", default=True, show_default=True,
               help="--speed: also time each optimization alone (channels_last, BN folding, "
                    "tail before shuffle, reduced-precision autocast) against the baseline.")
@@ -408,6 +409,11 @@ def benchmark_command(
     if speed:
         if len(models) > 1:
             raise click.UsageError("--speed times one --model at a time")
+        if models and models[0] in benchmark.PSEUDO_MODELS:
+            raise click.UsageError(
+                f"--speed times a network; {models[0]!r} is a Pillow resize with no network "
+                "to time: give a model name or checkpoint, or no --model for the paper's "
+                "architecture with random weights")
         precisions, tiles = precisions or ("auto",), tiles or (0,)
         configs = benchmark.speed_configs(pick_device(device), precisions, tiles, ablation)
         with progress:
@@ -438,7 +444,8 @@ def benchmark_command(
         models = ("bicubic", *[n for n, e in REGISTRY.items()
                                if (weights_dir() / e.filename).is_file()])
     models = (*models, *[benchmark.perception_name(p) for p in perceptions])
-    n_images = sum(len(images.find_images(d)) for d in datasets if d.is_dir())
+    n_images = sum(len(images.find_images(d, recursive=True))
+                   for d in benchmark.dataset_labels(datasets) if d.is_dir())
     n_cases = len(benchmark.lr_makers("", degradation_kind, scale))  # inputs per image
     skipped: list[tuple[Path, str]] = []
 

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from torch import Tensor, nn
 
 from srgan_cli.degradation import downscale_tensor
+from srgan_cli.errors import SrganError
 from srgan_cli.vgg import VGGFeatures, find_local_vgg
 
 # MATLAB rgb2ycbcr luma row, for R, G, B in [0, 1] giving Y on the [0, 255] scale (+ 16).
@@ -212,4 +213,10 @@ def _unit_normalize(f: Tensor, eps: float = 1e-10) -> Tensor:
 def load_lpips(path: str | Path | None = None) -> LPIPS | None:
     """LPIPS from ``path``, else from ``$SRGAN_LPIPS_WEIGHTS``, else None (omit LPIPS)."""
     path = path if path is not None else find_local_vgg("vgg16")
-    return LPIPS.from_file(path) if path is not None else None
+    if path is None:
+        return None
+    try:
+        return LPIPS.from_file(path)
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as e:
+        # missing, not safetensors, corrupt, or another network's layout
+        raise SrganError(f"LPIPS weights {path}: {e}") from e
