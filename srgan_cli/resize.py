@@ -3,8 +3,9 @@
 The paper's LR image is ``degradation.bicubic_downscale``: Pillow's ``Image.BICUBIC`` resize
 by 1/scale. When training makes its batches on the GPU, the LR patches must be made there
 too and stay exactly the benchmark's LR. torch's ``F.interpolate(..., mode="bicubic",
-antialias=True)`` uses the same filter but in floating point, so a share of its 8-bit
-values differ from Pillow's by a level (``scripts/resize_vs_pillow.py`` measures it).
+antialias=True)`` uses the same filter but in floating point without Pillow's rounding and
+clipping between its passes: about a tenth of its 8-bit values differ from Pillow's, a few by
+several levels (``scripts/resize_vs_pillow.py`` measures it).
 
 :func:`pil_bicubic_downscale` instead repeats Pillow's own arithmetic (libImaging/Resample.c,
 checked against Pillow 13.0.0): the bicubic filter with a = -0.5, its support widened by the
@@ -18,6 +19,8 @@ The pass order matters (the clipping and rounding between passes differ): since 
 (python-pillow/Pillow#9549) the vertical pass runs first when the height loses more than twice
 as many pixels as the width, otherwise the horizontal pass does (``vertical_first``; found by
 comparing both orders with Pillow 13.0.0 on random sizes, tested in tests/test_resize.py).
+Pillow 12 ran the horizontal pass first except for images over 100 x taller than wide, so
+for another Pillow than uv.lock's the tests, which compare with the installed one, may fail.
 """
 
 from __future__ import annotations
@@ -132,8 +135,9 @@ def pil_bicubic_downscale(batch: torch.Tensor, scale: int) -> torch.Tensor:
     ~2**31 in magnitude. Here they are float64 matrix products, which are exact in any
     summation order (every product and partial sum is an integer far below 2**53), on the CPU
     and on a GPU alike. Never float32 or TF32: their 24- or 11-bit significands would round
-    the sums (and CUDA has no integer matmul). Raises InputError for a bad dtype, shape or
-    scale, or an image smaller than the scale.
+    the sums (and CUDA has no integer matmul); on CUDA this needs true IEEE float64 matmuls
+    (cuBLAS's opt-in FP64 emulation must stay off). Raises InputError for a bad dtype, shape
+    or scale, or an image smaller than the scale.
     """
     if batch.dtype != torch.uint8 or batch.dim() != 4:
         raise InputError(f"expected a uint8 (N, C, H, W) batch, not {batch.dtype} "
