@@ -52,6 +52,8 @@ class FiniteFloat(click.FloatRange):
     """A float option (optionally in a range) that refuses NaN and infinity as usage errors:
     click's FloatRange lets NaN through, since every comparison with NaN is false."""
 
+    name = "float"
+
     def convert(self, value, param, ctx):
         number = click.FLOAT.convert(value, param, ctx)
         if not math.isfinite(number):

@@ -17,6 +17,7 @@ pixel costs and takes the square root:
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import re
 from pathlib import Path
@@ -44,8 +45,8 @@ def parse_size(text: str | int) -> int:
 
     Decimal units (kB, MB, GB; k, m, g) are powers of 1000, binary ones (KiB, MiB, GiB) of 1024.
     """
-    if isinstance(text, int) and not isinstance(text, bool):
-        size = text
+    if isinstance(text, numbers.Integral) and not isinstance(text, bool):  # numpy ints too
+        size = int(text)
     elif isinstance(text, str):
         match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-z]*)\s*", text.lower())
         if not match or match.group(2) not in _UNITS:

@@ -4,6 +4,7 @@
 import inspect
 import json
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -190,6 +191,13 @@ def test_each_planning_problem_is_reported_by_one_shard_only(tmp_path, tiny_chec
 
 
 # ------------------------------------------------------------------ 20. the CPU memory budget
+
+
+def test_parse_size_takes_ints_and_strings_only():
+    assert memory.parse_size(np.int64(4096)) == 4096
+    for bad in (1.5, 4e9, True, None):
+        with pytest.raises(ValueError, match="expected a number of bytes"):
+            memory.parse_size(bad)
 
 
 def test_max_memory_on_cpu_is_capped_at_the_available_memory(monkeypatch):
