@@ -7,6 +7,7 @@ still written) or the job could not start, 2 = usage error.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import signal
 import sys
@@ -45,6 +46,22 @@ def friendly_errors(command):
             sys.exit(130)
 
     return wrapper
+
+
+class FiniteFloat(click.FloatRange):
+    """A float option (optionally in a range) that refuses NaN and infinity as usage errors:
+    click's FloatRange lets NaN through, since every comparison with NaN is false."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return super().convert(number, param, ctx)
+
+    def _describe_range(self) -> str:  # the help's "[0<=x<=1]"; nothing without bounds
+        return "" if self.min is None and self.max is None else super()._describe_range()
 
 
 def progress_bar(disable: bool) -> Progress:
@@ -149,7 +166,7 @@ def check_suffix_option(ctx, param, value: str | None) -> str | None:
                    "Default: beside each input, with a suffix.")
 @click.option("-m", "--model", default=DEFAULT_MODEL, show_default=True,
               help="Registry name, .safetensors path, or hf://owner/repo/file.safetensors[@rev].")
-@click.option("--perception", type=click.FloatRange(0, 1), default=None,
+@click.option("--perception", type=FiniteFloat(0, 1), default=None,
               help="Mix the shipped models' weights: 0 = srresnet-x4 (highest fidelity), "
                    "1 = srgan-x4 (sharpest textures), e.g. 0.5 in between.")
 @click.option("--suffix", default=None, callback=check_suffix_option,
@@ -158,16 +175,18 @@ def check_suffix_option(ctx, param, value: str | None) -> str | None:
               help="Output format. Default: the -o file's extension, else the input's own format.")
 @click.option("--tile", default="auto", show_default=True, callback=lambda c, p, v: tile_option(v),
               help="Tile size in input pixels for bounded memory: auto (from the free memory "
-                   "and --max-memory), N, or 0 (whole image at once).")
+                   "and --max-memory), N (at least the network's overlap, 40 for "
+                   "SRResNet), or 0 (whole image at once).")
 @click.option("--max-memory", callback=lambda c, p, v: size_option(v),
               help="Cap on what the network may use on the device, e.g. 4GiB or 512MB "
-                   "(--tile auto). Default: free GPU memory; 4 GiB on CPU.")
-@click.option("--outscale", type=float, callback=lambda c, p, v: outscale_option(v),
-              help="Final scale factor, e.g. 2, 3 or 6.5: the network's x4, then a Lanczos "
-                   "resize to round(input size x factor).")
+                   "(--tile auto); never more than the device has free. Default: free GPU "
+                   "memory; 4 GiB on CPU (at most half the available memory).")
+@click.option("--outscale", type=FiniteFloat(), callback=lambda c, p, v: outscale_option(v),
+              help="Final scale factor, e.g. 2, 3 or 6.5 (above 0, at most 16): the "
+                   "network's x4, then a Lanczos resize to round(input size x factor).")
 @click.option("--tta", is_flag=True,
               help="Self-ensemble: average the 8 flips/rotations (8x slower, higher PSNR).")
-@click.option("--png-compression", type=click.IntRange(0, 9),
+@click.option("--png-compression", type=click.IntRange(*images.PNG_COMPRESSION_RANGE),
               default=images.DEFAULT_PNG_COMPRESSION, show_default=True,
               help="zlib level of PNG output: 0 fastest/largest .. 9 smallest/slowest.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
@@ -184,7 +203,8 @@ def check_suffix_option(ctx, param, value: str | None) -> str | None:
 @click.option("--max-pixels", default=images.DEFAULT_MAX_PIXELS, show_default=True,
               type=click.IntRange(min=1),
               help="Refuse inputs with more pixels than this (decompression-bomb guard).")
-@click.option("--quality", default=95, show_default=True, type=click.IntRange(1, 100),
+@click.option("--quality", default=95, show_default=True,
+              type=click.IntRange(*images.QUALITY_RANGE),
               help="JPEG/WebP output quality, 1-100 (WebP 100 = lossless).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
@@ -229,16 +249,21 @@ def upscale_command(
     upscaler = Upscaler(model, device=dev, precision=precision, tile=tile, optimize=optimize,
                         perception=perception, max_memory=max_memory, outscale=outscale,
                         tta=tta)
-    if upscaler.device.type == "cpu" and cpu_lacks_fast(upscaler.dtype) and main_process:
-        err_console.print(f"warning: this CPU has no {precision} instructions, so --precision "
-                          f"{precision} runs much slower than fp32", highlight=False)
+    if main_process:
+        notes = [*upscaler.notes, upscaler.memory_warning()]
+        if upscaler.device.type == "cpu" and cpu_lacks_fast(upscaler.dtype):
+            notes.append(f"this CPU has no {precision} instructions, so --precision "
+                         f"{precision} runs much slower than fp32")
+        for note in filter(None, notes):
+            err_console.print(f"warning: {note}", highlight=False, soft_wrap=True)
     jobs, problems, earlier = collect_jobs(inputs, out_path, suffix, fmt, recursive,
                                            upscaler.scale, output_is_folder)
     jobs = my_share.select(jobs)
-    failures: list[FileResult] = []
-    if main_process:  # problems found while planning are reported once
-        failures += [FileResult(p, None, "failed", reason) for p, reason in problems]
-        failures += [FileResult(p, None, "skipped", reason) for p, reason in earlier]
+    # problems found while planning: each reported by the one shard (or rank) that owns it
+    failures = [FileResult(p, None, "failed", reason)
+                for p, reason in problems if my_share.owns(str(p))]
+    failures += [FileResult(p, None, "skipped", reason)
+                 for p, reason in earlier if my_share.owns(str(p))]
     if not overwrite and not skip_existing:
         existing = [(s, d) for s, d in jobs if d.exists()]
         failures += [FileResult(s, d, "failed", f"{d} exists (use --overwrite or --skip-existing)")
@@ -348,7 +373,7 @@ def parse_sizes(value: str) -> list[int]:
 @click.option("-m", "--model", "models", multiple=True,
               help="Model name/path, or 'bicubic' / 'nearest' (repeatable). "
                    "Default: bicubic plus the shipped models that are installed.")
-@click.option("--perception", "perceptions", multiple=True, type=click.FloatRange(0, 1),
+@click.option("--perception", "perceptions", multiple=True, type=FiniteFloat(0, 1),
               help="Also score the srresnet-x4/srgan-x4 mix at this perception (repeatable; "
                    "rows are named perception=P).")
 @click.option("-d", "--data", "datasets", multiple=True, type=click.Path(path_type=Path),
@@ -518,7 +543,7 @@ def benchmark_command(
               help="How LR patches are made: bicubic (the paper) or realistic (Real-ESRGAN's "
               "blur/resize/noise/JPEG, for real photos; ranges in the config's [realistic] "
               "table). [default: bicubic]")
-@click.option("--lr", type=float, help="Adam learning rate. [default: 1e-4]")
+@click.option("--lr", type=FiniteFloat(), help="Adam learning rate. [default: 1e-4]")
 @click.option("--init", help="Generator to start from (path, registry name or hf://).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out where it stopped.")
 @click.option("--overwrite", is_flag=True, help="Start again in a --out that holds a run.")
@@ -530,7 +555,7 @@ def benchmark_command(
 @click.option("--val-every", type=int, help="Validate every N steps. [default: 5000]")
 @click.option("--save-every", type=int, help="Checkpoint every N steps. [default: 5000]")
 @click.option("--keep", type=int, help="Step checkpoints to keep. [default: 3]")
-@click.option("--ema", type=float, help="EMA decay of the generator weights, 0 = off. "
+@click.option("--ema", type=FiniteFloat(), help="EMA decay of the generator weights, 0 = off. "
               "[default: 0]")
 @click.option("--pixel-loss", type=click.Choice(["mse", "l1"]), help="[default: mse]")
 @click.option("--gan-loss", type=click.Choice(["bce", "lsgan"]), help="[default: bce]")

@@ -366,6 +366,12 @@ DEFAULT_PNG_COMPRESSION = 1
 upscaled photos measured about 4x faster than Pillow's default level 6 at the same size
 (README, Performance; scripts/png_levels.py). 16-bit PNGs use the default strategy."""
 
+PNG_COMPRESSION_RANGE = (0, 9)
+"""The zlib levels a PNG may be written with (``--png-compression``)."""
+
+QUALITY_RANGE = (1, 100)
+"""JPEG/WebP ``quality`` (``--quality``); WebP at 100 is lossless."""
+
 
 def _png_strategy(level: int) -> int:
     """zlib strategy for an 8-bit PNG level: Z_RLE at level 1, the default otherwise.

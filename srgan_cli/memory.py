@@ -8,15 +8,19 @@ pixel costs and takes the square root:
   ``--max-memory``, times a safety margin; the bytes per pixel are measured once with a
   small probe pass at the chosen precision.
 - CPU and MPS: the budget is ``--max-memory``, else ``DEFAULT_HOST_BUDGET`` (at most half
-  the machine's RAM); the bytes per pixel are estimated from the architecture. Images that
-  fit the budget run in one pass (tiles cost compute: each repeats its overlap).
+  the memory available), and never more than the memory available (``available_memory``:
+  the free RAM, or what is left under a container's cgroup limit); the bytes per pixel are
+  estimated from the architecture. Images that fit the budget run in one pass (tiles cost
+  compute: each repeats its overlap).
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import re
+from pathlib import Path
 
 import torch
 
@@ -41,13 +45,19 @@ def parse_size(text: str | int) -> int:
 
     Decimal units (kB, MB, GB; k, m, g) are powers of 1000, binary ones (KiB, MiB, GiB) of 1024.
     """
-    if isinstance(text, int):
-        size = text
-    else:
+    if isinstance(text, numbers.Integral) and not isinstance(text, bool):  # numpy ints too
+        size = int(text)
+    elif isinstance(text, str):
         match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-z]*)\s*", text.lower())
         if not match or match.group(2) not in _UNITS:
             raise ValueError(f"expected a size like 4GiB or 512MB, got {text!r}")
-        size = int(float(match.group(1)) * _UNITS[match.group(2)])
+        value = float(match.group(1)) * _UNITS[match.group(2)]
+        if not math.isfinite(value):  # "1e400" or 400 digits: float overflows to inf
+            raise ValueError(f"{text!r} is too large for a memory size")
+        size = int(value)
+    else:
+        raise ValueError(f"expected a number of bytes (int) or a size like '4GiB', "
+                         f"got {type(text).__name__} {text!r}")
     if size <= 0:
         raise ValueError(f"a memory size must be positive, got {text!r}")
     return size
@@ -79,15 +89,49 @@ def measured_bytes_per_pixel(run, device: torch.device, probe: int = 128) -> int
     return math.ceil(peak / probe**2)
 
 
-def host_budget(max_memory: int | None) -> int:
-    """CPU/MPS budget: ``max_memory``, else ``DEFAULT_HOST_BUDGET`` capped at half the RAM."""
-    if max_memory is not None:
-        return max_memory
+def _read_int(path: str, key: str | None = None) -> int | None:
+    """An integer from a /proc or /sys file (``key``: the ``key: value kB`` line), else None."""
     try:
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # not POSIX: assume enough
+        text = Path(path).read_text()
+    except OSError:
+        return None
+    if key is not None:
+        match = re.search(rf"^{key}:\s*(\d+)\s*kB", text, re.MULTILINE)
+        return None if match is None else int(match.group(1)) * 1024
+    text = text.strip()
+    return int(text) if text.isdigit() else None  # cgroup v2 writes "max" for no limit
+
+
+def available_memory() -> int | None:
+    """Bytes of host memory this process could still use, or None if unknown.
+
+    Linux: ``MemAvailable`` from /proc/meminfo, lowered to what is left under the cgroup
+    (container) limit if there is one; elsewhere the physical RAM (``os.sysconf``).
+    """
+    known = [_read_int("/proc/meminfo", "MemAvailable")]
+    for limit, usage in (("memory.max", "memory.current"),  # cgroup v2, then v1
+                         ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+        cap, used = _read_int(f"/sys/fs/cgroup/{limit}"), _read_int(f"/sys/fs/cgroup/{usage}")
+        if cap is not None and used is not None and cap < 2**60:  # v1: 2**63 means none
+            known.append(max(cap - used, 0))
+    known = [k for k in known if k is not None]
+    if known:
+        return min(known)
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX
+        return None
+
+
+def host_budget(max_memory: int | None) -> int:
+    """CPU/MPS budget: ``max_memory``, else ``DEFAULT_HOST_BUDGET`` capped at half the
+    available memory; never more than ``available_memory()`` (a cap, never a raise)."""
+    available = available_memory()
+    if max_memory is not None:
+        return max_memory if available is None else min(max_memory, available)
+    if available is None:  # unknown: assume enough
         return DEFAULT_HOST_BUDGET
-    return min(DEFAULT_HOST_BUDGET, ram // 2)
+    return min(DEFAULT_HOST_BUDGET, available // 2)
 
 
 def device_budget(device: torch.device, max_memory: int | None) -> int:
@@ -111,3 +155,9 @@ def auto_tile(
         return None
     side = int(math.sqrt(usable)) - 2 * overlap
     return max(MIN_TILE, side // 8 * 8)
+
+
+def smallest_tile_bytes(overlap: int, bytes_per_pixel: int) -> int:
+    """Network memory of the smallest tile ``auto_tile`` plans: ``MIN_TILE`` plus ``overlap``
+    on each side. A budget below this cannot be honoured (the tile never gets smaller)."""
+    return (MIN_TILE + 2 * overlap) ** 2 * bytes_per_pixel

@@ -10,26 +10,53 @@ channels as Pillow "L" images (rounded and clipped by Pillow), 16-bit ones in fl
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .errors import SrganError
+from .errors import ImageError, InputError
+
+MAX_OUTSCALE = 16
+"""Largest ``--outscale``: the network's x4, then at most x4 more by Lanczos (which only
+enlarges, adding no detail). Larger factors are refused as usage errors."""
+
+OUTPUT_PIXELS_PER_MAX_PIXELS = 16
+"""An output may have this many times ``--max-pixels`` pixels: what x4 of the largest input
+allowed has. Larger outputs (a high ``--outscale``) fail their file before any work."""
 
 
-def check_outscale(factor: float | None) -> float | None:
-    """``None`` (the network's own scale) or a finite factor > 0; SrganError otherwise."""
+def check_outscale(factor: object) -> float | None:
+    """``None`` (the network's own scale) or a finite number in (0, MAX_OUTSCALE].
+
+    Raises InputError (one line) for anything else: strings, NaN, 0, 1e9.
+    """
     if factor is None:
         return None
-    if not math.isfinite(factor) or factor <= 0:
-        raise SrganError(f"--outscale must be a positive number, got {factor}")
+    expected = f"--outscale must be a number above 0 and at most {MAX_OUTSCALE}"
+    if isinstance(factor, bool) or not isinstance(factor, numbers.Real):
+        raise InputError(f"{expected}, got {type(factor).__name__} {factor!r}")
+    if not (math.isfinite(factor) and 0 < factor <= MAX_OUTSCALE):
+        raise InputError(f"{expected}, got {factor:g}")
     return float(factor)
 
 
 def outscale_size(height: int, width: int, factor: float) -> tuple[int, int]:
     """(height, width) of the final image: ``round(size * factor)``, at least 1 pixel."""
     return max(1, round(height * factor)), max(1, round(width * factor))
+
+
+def check_output_pixels(size: tuple[int, int], max_pixels: int) -> None:
+    """Refuse an output (height, width) above ``OUTPUT_PIXELS_PER_MAX_PIXELS * max_pixels``
+    with ImageError: one line for that file, raised before the network runs."""
+    height, width = size
+    limit = OUTPUT_PIXELS_PER_MAX_PIXELS * max_pixels
+    if height * width > limit:
+        raise ImageError(
+            f"output would be {width}x{height} = {width * height:,} pixels, above the limit "
+            f"of {limit:,} ({OUTPUT_PIXELS_PER_MAX_PIXELS} x --max-pixels): lower --outscale "
+            "or raise --max-pixels")
 
 
 def resize_lanczos(channels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import os
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -25,7 +26,7 @@ from .checkpoints import DEFAULT_MODEL, PERCEPTION_ENDS, load_model, load_percep
 from .errors import ImageError, InputError, SrganError
 from .fast import prepare_for_inference
 from .models import Generator
-from .outscale import check_outscale, outscale_size, resize_lanczos
+from .outscale import check_output_pixels, check_outscale, outscale_size, resize_lanczos
 from .tiling import count_tiles, upscale_tiled
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -84,16 +85,20 @@ result cropped back: on a 1-3 px image every pixel is a border pixel, and the ne
 zero padding would darken it (measured: a 1x1 mid-grey image came out at 9% brightness)."""
 
 
-def check_image_tensor(lr: object) -> None:
+def check_image_tensor(lr: object, batched: bool = True) -> None:
     """Refuse, with one line saying what is expected, anything but (N, 3, H, W) or (3, H, W)
-    floating-point RGB in [0, 1]: the API boundary of ``Upscaler``. Raises InputError."""
-    expected = "expected a float torch.Tensor (N, 3, H, W) or (3, H, W), RGB in [0, 1]"
+    floating-point RGB in [0, 1]: the API boundary of ``Upscaler``. Raises InputError.
+
+    ``batched=False``: only (3, H, W) is accepted (``upscale_pixels``).
+    """
+    shapes = "(N, 3, H, W) or (3, H, W)" if batched else "(3, H, W)"
+    expected = f"expected a float torch.Tensor {shapes}, RGB in [0, 1]"
     if not isinstance(lr, torch.Tensor):
         hint = (": for an (H, W, 3) uint8 array use torch.from_numpy(a).permute(2, 0, 1)"
                 ".float() / 255" if type(lr).__module__ == "numpy" else "")
         raise InputError(f"{expected}, got {type(lr).__module__}.{type(lr).__name__}{hint}")
     shape = tuple(lr.shape)
-    if lr.dim() not in (3, 4):
+    if lr.dim() not in ((3, 4) if batched else (3,)):
         raise InputError(f"{expected}, got a {lr.dim()}-D tensor of shape {shape}")
     if lr.shape[-3] != 3:
         hint = (" (channels last? use .permute(2, 0, 1) or .permute(0, 3, 1, 2))"
@@ -158,17 +163,45 @@ def autocast_dtype(
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def parse_tile(tile: int | str | None) -> int | str | None:
-    """``"auto"``, a core tile size in LR pixels, or ``None``/0 (whole image); SrganError if bad."""
-    if tile is None or tile == "auto":
+def parse_tile(tile: object) -> int | str | None:
+    """``"auto"``, a core tile size in LR pixels (an int or a string of digits), or
+    ``None``/0 (whole image). InputError (one line) for anything else: -5, 2.5, "big"."""
+    if tile is None or (isinstance(tile, str) and tile == "auto"):
         return tile
-    try:
-        size = int(tile)
-    except (TypeError, ValueError):
-        raise SrganError(f"--tile must be auto, 0 (off) or a positive size, got {tile!r}") from None
-    if size < 0:
-        raise SrganError(f"--tile must be auto, 0 (off) or a positive size, got {tile}")
-    return size or None
+    if isinstance(tile, str) and tile.strip().isdigit():
+        tile = int(tile)
+    if isinstance(tile, bool) or not isinstance(tile, numbers.Integral) or tile < 0:
+        raise InputError(f"--tile must be auto, 0 (off) or a whole number of pixels, "
+                         f"got {tile!r}")
+    return int(tile) or None
+
+
+def check_whole(name: str, value: object, low: int, high: int | None = None) -> int:
+    """``value`` as an int from ``low`` to ``high`` (None: no upper bound); InputError (one
+    line) for anything else, floats, strings and bools included."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low
+            or (high is not None and value > high)):
+        span = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise InputError(f"{name} must be a whole number {span}, got {value!r}")
+    return int(value)
+
+
+def check_perception(perception: object) -> float | None:
+    """``None`` or a number from 0 to 1 (NaN and strings refused); InputError otherwise."""
+    if perception is None:
+        return None
+    if (isinstance(perception, bool) or not isinstance(perception, numbers.Real)
+            or not 0 <= perception <= 1):  # NaN fails the comparison too
+        raise InputError(f"--perception must be a number from 0 to 1, got {perception!r}")
+    return float(perception)
+
+
+def check_write_options(max_pixels: object, quality: object, png_compression: object) -> None:
+    """The reading and writing options of ``upscale_file``/``upscale_batch``, checked before
+    any image is read (a bad ``quality`` would otherwise fail only at the write)."""
+    check_whole("--max-pixels", max_pixels, 1)
+    check_whole("--quality", quality, *images.QUALITY_RANGE)
+    check_whole("--png-compression", png_compression, *images.PNG_COMPRESSION_RANGE)
 
 
 @dataclass
@@ -227,6 +260,12 @@ class Upscaler:
     tile. ``stats`` records the tiles used and the retries. ``outscale`` resizes the x4
     result (Lanczos) to ``round(size * outscale)``; ``tta`` averages the 8 flips/rotations;
     ``tile_batch`` runs up to that many equally shaped tiles of one image per pass.
+
+    Each tile sees ``overlap`` (the network's receptive radius) pixels of context on each
+    side, so tiles leave no seams; it is not an option, since less context gives seams and
+    more only costs time. A fixed tile smaller than ``overlap`` is raised to it (see
+    ``notes``). Every argument is checked here, before any model is loaded: a bad value
+    raises InputError (a ValueError) or SrganError with one line.
     """
 
     def __init__(
@@ -235,7 +274,6 @@ class Upscaler:
         device: str | torch.device = "auto",
         precision: str = "auto",
         tile: int | str | None = "auto",
-        overlap: int | None = None,
         optimize: bool = True,
         max_memory: int | str | None = None,
         outscale: float | None = None,
@@ -243,6 +281,15 @@ class Upscaler:
         tile_batch: int = 1,
         perception: float | None = None,
     ) -> None:
+        self.tile = parse_tile(tile)
+        try:
+            self.max_memory = None if max_memory is None else memory.parse_size(max_memory)
+        except ValueError as e:
+            raise InputError(f"--max-memory: {e}") from None
+        self.outscale = check_outscale(outscale)
+        perception = check_perception(perception)
+        self.tta = tta
+        self.tile_batch = check_whole("tile_batch", tile_batch, 1)
         self.device = pick_device(device)
         self.dtype = autocast_dtype(precision, self.device)
         if perception is not None:
@@ -256,15 +303,11 @@ class Upscaler:
             self.generator = load_model(model, device=self.device)
         if optimize:
             self.generator = prepare_for_inference(self.generator)
-        self.tile = parse_tile(tile)
-        try:
-            self.max_memory = None if max_memory is None else memory.parse_size(max_memory)
-        except ValueError as e:
-            raise SrganError(f"--max-memory: {e}") from None
-        self.outscale = check_outscale(outscale)
-        self.tta = tta
-        self.tile_batch = max(1, tile_batch)
-        self.overlap = self.generator.config.receptive_radius() if overlap is None else overlap
+        self.notes: list[str] = []  # options adjusted, one line each (the CLI prints them)
+        if isinstance(self.tile, int) and self.tile < self.overlap:
+            self.notes.append(f"--tile {self.tile} is smaller than the network's "
+                              f"{self.overlap}-pixel overlap: using {self.overlap}-pixel tiles")
+            self.tile = self.overlap
         self.stats = TileStats()
         self._tile_cap: int | None = None  # lowered by out-of-memory retries
         self._bytes_per_pixel: int | None = None
@@ -272,6 +315,29 @@ class Upscaler:
     @property
     def scale(self) -> int:
         return self.generator.scale
+
+    @property
+    def overlap(self) -> int:
+        """LR pixels of context around each tile: the network's receptive radius."""
+        return self.generator.config.receptive_radius()
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) of the final image for an input of this size (with ``outscale``)."""
+        if self.outscale is None:
+            return height * self.scale, width * self.scale
+        return outscale_size(height, width, self.outscale)
+
+    def memory_warning(self) -> str | None:
+        """A line when ``max_memory`` is below what the smallest auto tile needs (that tile
+        then runs anyway), else None. On CUDA this measures the network once (a small pass)."""
+        if self.tile != "auto" or self.max_memory is None:
+            return None
+        need = memory.smallest_tile_bytes(self.overlap, self.bytes_per_pixel())
+        if need <= self.max_memory:
+            return None
+        return (f"--max-memory ({self.max_memory:,} bytes) is less than the smallest tile "
+                f"needs (about {need / 1e6:,.0f} MB for {memory.MIN_TILE}-pixel tiles); "
+                "running those anyway")
 
     # ------------------------------------------------------------------ one network pass
 
@@ -384,8 +450,12 @@ class Upscaler:
 
         The result is a view of one (sH, sW, 3) host buffer (pinned on CUDA) that each tile's
         core is written into as soon as it is quantised on the device: device memory stays
-        O(tile), host memory is the output plus O(tile). No ``outscale`` here.
+        O(tile), host memory is the output plus O(tile). No ``outscale`` here. Checks its
+        input as ``upscale_tensor`` does (InputError), and ``bit_depth`` is 8 or 16.
         """
+        check_image_tensor(rgb, batched=False)
+        if isinstance(bit_depth, bool) or bit_depth not in (8, 16):
+            raise InputError(f"bit_depth must be 8 or 16, got {bit_depth!r}")
         top = 65535 if bit_depth == 16 else 255
         dtype = torch.int16 if bit_depth == 16 else torch.uint8  # int16: see _device_net
         batch, box = pad_small(rgb[None])  # tiny inputs: edge padding, cropped again below
@@ -430,10 +500,14 @@ class Upscaler:
         """Read ``src``, upscale it and write ``dst`` atomically; returns warnings.
 
         Never writes over ``src``; an existing ``dst`` is replaced only with ``overwrite``
-        (ImageError otherwise, before any work is done).
+        (ImageError otherwise, before any work is done). Bad options raise InputError and
+        an output above the pixel limit (``outscale.check_output_pixels``) ImageError, both
+        before the network runs.
         """
+        check_write_options(max_pixels, quality, png_compression)
         images.check_safe_to_write(Path(src), Path(dst), overwrite)
         picture = images.read_image(Path(src), max_pixels=max_pixels)
+        check_output_pixels(self.output_size(*picture.rgb.shape[-2:]), max_pixels)
         result = self.upscale_picture(picture, on_tile)
         return picture.warnings + images.write_image(result, Path(dst), quality=quality,
                                                      png_compression=png_compression)
@@ -533,6 +607,7 @@ def upscale_batch(
     (KeyboardInterrupt) queued work is dropped, writes already running finish (each file
     appears whole or not at all), the threads end, and the interrupt propagates.
     """
+    check_write_options(max_pixels, quality, png_compression)
     jobs = list(jobs)
     summary = BatchSummary()
     readers = ThreadPoolExecutor(READERS, "srgan-read") if pipeline else _Inline()
@@ -542,7 +617,9 @@ def upscale_batch(
         if skip_existing and dst.exists():
             return FileResult(src, dst, "skipped", "output exists")
         try:
-            return images.read_image(src, max_pixels=max_pixels)
+            picture = images.read_image(src, max_pixels=max_pixels)
+            check_output_pixels(upscaler.output_size(*picture.rgb.shape[-2:]), max_pixels)
+            return picture
         except SrganError as e:
             return FileResult(src, dst, "failed", str(e))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import zlib
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -48,6 +49,15 @@ class Shard:
     def select(self, items: list[T]) -> list[T]:
         """This shard's items: a deterministic round-robin split, each item in one shard."""
         return items[self.index :: self.count]
+
+    def owns(self, name: str) -> bool:
+        """Whether this shard reports ``name`` (an input that is no job: a planning problem,
+        an earlier result), so every shard's report names it exactly once in total.
+
+        Decided by a checksum of the name, not by list position: each shard plans on its
+        own, and a file another shard has just written may be in one shard's list only.
+        """
+        return zlib.crc32(name.encode("utf-8", "surrogateescape")) % self.count == self.index
 
 
 def under_torchrun() -> bool:
