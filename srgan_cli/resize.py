@@ -15,21 +15,24 @@ vertical pass, each summing ``pixel x coefficient`` onto a rounding offset of ha
 shifting the fraction away (floor) and clipping to 0..255, with 8-bit values in between.
 Each pass is one batched matrix product with a dense (out, in) coefficient matrix.
 
-The pass order matters (the clipping and rounding between passes differ): since Pillow 13
-(python-pillow/Pillow#9549) the vertical pass runs first when the height loses more than twice
-as many pixels as the width, otherwise the horizontal pass does (``vertical_first``; found by
-comparing both orders with Pillow 13.0.0 on random sizes, tested in tests/test_resize.py).
-Pillow 12 ran the horizontal pass first except for images over 100 x taller than wide, so
-for another Pillow than uv.lock's the tests, which compare with the installed one, may fail.
+The pass order matters (the clipping and rounding between passes differ) and has changed
+between Pillow versions: ``vertical_first`` follows the installed one (13: vertical first when
+the height loses more than twice as many pixels as the width, python-pillow/Pillow#9549;
+12: for images over 100 x taller than wide; 10 and 11: never), each found by comparing both
+orders with that version's output and tested in tests/test_resize.py. Training patches are
+square, so every version runs them horizontal first.
 """
 
 from __future__ import annotations
 
 import functools
 
+import PIL
 import torch
 
 from srgan_cli.errors import InputError
+
+PILLOW_MAJOR = int(PIL.__version__.split(".")[0])
 
 PRECISION_BITS = 32 - 8 - 2
 """Fraction bits of Pillow's fixed-point coefficients (8 result bits, 2 for overshoot)."""
@@ -117,9 +120,17 @@ def _vertical(x: torch.Tensor, out_height: int) -> torch.Tensor:
 
 
 def vertical_first(in_height: int, in_width: int, out_height: int, out_width: int) -> bool:
-    """Whether Pillow 13 runs the vertical pass first: when the height shrinks by more than
-    twice as many pixels as the width."""
-    return in_height - out_height > 2 * (in_width - out_width)
+    """Whether the installed Pillow runs the vertical pass first; the order changes the
+    rounding between the passes, so it must match. Pillow 13: when the height shrinks by
+    more than twice as many pixels as the width. Pillow 12: when the image is more than 100
+    times as tall as wide. Earlier: never (10.4 and 11.3 checked up to 140:1). Found by
+    comparing both orders with each version's output (``tests/test_resize.py`` checks the
+    installed one)."""
+    if PILLOW_MAJOR >= 13:
+        return in_height - out_height > 2 * (in_width - out_width)
+    if PILLOW_MAJOR == 12:
+        return in_height > 100 * in_width
+    return False
 
 
 def pil_bicubic_downscale(batch: torch.Tensor, scale: int) -> torch.Tensor:
