@@ -25,7 +25,12 @@ Decisions (see also the docstrings below):
   RGB, RGBA; Pillow alone would keep 8 bits of 16-bit colour, see _png16_colour) and I;16 TIFF
   are 16-bit. Pillow reads 48/64-bit TIFF as 8 bits; that is reported as a warning.
 - Animated GIF/WebP/PNG: only the first frame is upscaled, with a warning.
-- EXIF orientation is applied on reading; the EXIF written back says "upright" (1).
+- EXIF orientation is applied on reading; the EXIF written back says "upright" (1). EXIF
+  that Pillow cannot parse is dropped with a warning (the pixels are fine).
+- Pillow's process-wide bomb guard (Image.MAX_IMAGE_PIXELS) is never switched off; our own
+  max_pixels is checked from the header (see _pillow_accepts).
+- Each format's size limit (WebP 16383 px a side, JPEG 65500, BMP < 4 GiB) is checked
+  before encoding, and before any compute by planners (check_output_size, declared_size).
 - JPEG and BMP have no alpha: writing real transparency to them raises ImageError.
 - write_image is atomic: a temporary file next to the target, then os.replace.
 - PNG files are written by our own streaming writer (_write_png), a block of rows at a time,
