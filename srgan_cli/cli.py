@@ -7,14 +7,17 @@ still written) or the job could not start, 2 = usage error.
 from __future__ import annotations
 
 import functools
+import io
 import math
 import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -75,6 +78,9 @@ def progress_bar(disable: bool) -> Progress:
 @click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
 def main(debug: bool) -> None:
     """4x photo super-resolution with SRGAN: upscale, train, benchmark."""
+    # Our own --max-pixels check applies; Pillow's guard stays in place (images.py) but its
+    # warning above 89 MP would only print a line of Pillow's internals to the terminal.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 @main.command("models")
@@ -103,10 +109,7 @@ def collect_jobs(
     if (output is not None and single_file and output.suffix and not output.is_dir()
             and not output_is_folder):
         out_file = output
-    if out_file is not None and fmt is not None and (
-            images.format_for(out_file) != images.format_for(out_file, fmt)):
-        raise click.UsageError(f"-o {out_file} and --format {fmt} name different formats; "
-                               "give only one of them")
+    check_format_agrees(out_file, fmt)
     if suffix is None:  # beside the inputs, a suffix keeps the originals safe
         suffix = f"_x{scale}" if output is None else ""
     ext = None if fmt is None else "." + fmt.lower().lstrip(".")
@@ -118,7 +121,10 @@ def collect_jobs(
             problems.append((item, "no such file or folder"))
             continue
         if item.is_dir():
-            found = images.find_images(item, recursive=recursive)
+            scan = images.scan_folder(item, recursive=recursive)
+            found = scan.images
+            problems += scan.errors.items()
+            skipped += scan.skipped.items()
             if not found:
                 problems.append((item, "no images found in this folder"))
             earlier = images.earlier_results(found, item, output, (suffix, f"_x{scale}"))
@@ -130,7 +136,16 @@ def collect_jobs(
         targets += plan.jobs
         problems += split_errors(plan.errors)
     checked = images.check_jobs(targets)  # one check over every argument's jobs together
-    return checked.jobs, problems + split_errors(checked.errors), skipped
+    return checked.jobs, problems + split_errors(checked.errors), skipped + list(
+        checked.skipped.items())
+
+
+def check_format_agrees(out_file: Path | None, fmt: str | None) -> None:
+    """A usage error when ``-o FILE`` and ``--format`` name different formats."""
+    if out_file is not None and fmt is not None and (
+            images.format_for(out_file) != images.format_for(out_file, fmt)):
+        raise click.UsageError(f"-o {out_file} and --format {fmt} name different formats; "
+                               "give only one of them")
 
 
 def split_errors(errors: list[str]) -> list[tuple[Path, str]]:
@@ -225,7 +240,14 @@ def upscale_command(
     rank 0 prints one combined summary; --shard I/N does the same split without torchrun.
     """
     from .training import distributed
-    from .upscale import BatchSummary, FileResult, Upscaler, cpu_lacks_fast, upscale_batch
+    from .upscale import (
+        BatchSummary,
+        FileResult,
+        Upscaler,
+        cpu_lacks_fast,
+        refuse_unstorable,
+        upscale_batch,
+    )
 
     stop_on_sigterm()
     if perception is not None and model not in (DEFAULT_MODEL, *PERCEPTION_ENDS):
@@ -237,9 +259,14 @@ def upscale_command(
                                "ranks share the files already")
     output_is_folder = output is not None and output.endswith(("/", os.sep))
     out_path = None if output is None else Path(output)
-    if out_path is not None:  # a folder that cannot be written fails now, not per image
+    stream = STREAM in inputs or output == "-"
+    if stream:
+        check_stream_usage(inputs, output, output_is_folder, fmt, as_json,
+                           shard is not None or distributed.under_torchrun())
+    if out_path is not None and output != "-":  # an unwritable folder fails now, not per image
         single_file = len(inputs) == 1 and not inputs[0].is_dir()
-        is_file = single_file and out_path.suffix and not output_is_folder and not out_path.is_dir()
+        is_file = stream or (single_file and out_path.suffix and not output_is_folder
+                             and not out_path.is_dir())
         images.check_writable_folder(out_path.parent if is_file else out_path)
     rank, world, dev = distributed.init(device)
     my_share = distributed.Shard(rank, world) if world > 1 else shard or distributed.Shard()
@@ -256,6 +283,9 @@ def upscale_command(
                          f"{precision} runs much slower than fp32")
         for note in filter(None, notes):
             err_console.print(f"warning: {note}", highlight=False, soft_wrap=True)
+    if stream:
+        upscale_stream(upscaler, inputs[0], output, fmt, overwrite, skip_existing, max_pixels,
+                       quality, png_compression, quiet)
     jobs, problems, earlier = collect_jobs(inputs, out_path, suffix, fmt, recursive,
                                            upscaler.scale, output_is_folder)
     jobs = my_share.select(jobs)
@@ -269,6 +299,8 @@ def upscale_command(
         failures += [FileResult(s, d, "failed", f"{d} exists (use --overwrite or --skip-existing)")
                      for s, d in existing]
         jobs = [j for j in jobs if j not in existing]
+    jobs, unstorable = refuse_unstorable(upscaler, jobs, max_pixels, skip_existing)
+    failures += unstorable
     for result in failures:
         report(result, quiet, as_json)
 
@@ -305,6 +337,66 @@ def upscale_command(
             f"{summary.count('failed')} failed" + (f"; {tiles}" if tiles else ""),
             highlight=False)
     sys.exit(1 if summary.failed else 0)
+
+
+STREAM = Path("-")
+"""The input name that means standard input (``-o -``: standard output); ./- is a file."""
+
+
+def check_stream_usage(
+    inputs: tuple[Path, ...], output: str | None, output_is_folder: bool, fmt: str | None,
+    as_json: bool, sharded: bool,
+) -> None:
+    """Usage errors (exit 2) for ``-`` (standard input) and ``-o -`` (standard output):
+    both are for exactly one image, and stdout carries nothing but the image."""
+    if STREAM in inputs and len(inputs) > 1:
+        raise click.UsageError("- (standard input) must be the only input")
+    if output == "-" and (len(inputs) != 1 or inputs[0].is_dir()):
+        raise click.UsageError("-o - (standard output) takes exactly one input file, "
+                               "not folders or several files")
+    if STREAM in inputs and output is None:
+        raise click.UsageError("- (standard input) needs -o FILE, or -o - for standard output")
+    if STREAM in inputs and (output_is_folder or Path(output).is_dir()):
+        raise click.UsageError("with - (standard input), -o names a file (or - for "
+                               "standard output), not a folder")
+    if output == "-" and as_json:
+        raise click.UsageError("--json and -o - would both write to standard output")
+    if sharded:
+        raise click.UsageError("--shard and torchrun split folders of files; - is one image")
+    if output != "-":
+        check_format_agrees(Path(output), fmt)
+
+
+def upscale_stream(
+    upscaler, src: Path, output: str, fmt: str | None, overwrite: bool, skip_existing: bool,
+    max_pixels: int, quality: int, png_compression: int, quiet: bool,
+) -> None:
+    """``srgan upscale`` of one image from standard input and/or to standard output; exits.
+
+    Standard input is read whole before decoding; standard output gets the encoded image
+    at once when it is complete, and nothing else (messages go to stderr). The output
+    format: --format, else -o FILE's extension, else the input's own (PNG for GIF).
+    """
+    from .upscale import FileResult
+
+    source = io.BytesIO(sys.stdin.buffer.read()) if src == STREAM else src
+    target = sys.stdout.buffer if output == "-" else Path(output)
+    dst = None if output == "-" else target
+    if dst is not None and dst.exists() and (skip_existing or not overwrite):
+        result = (FileResult(src, dst, "skipped", "output exists") if skip_existing else
+                  FileResult(src, dst, "failed", f"{dst} exists (use --overwrite or "
+                             "--skip-existing)"))
+    else:
+        try:
+            notes = upscaler.upscale_file(source, target, max_pixels=max_pixels,
+                                          quality=quality, overwrite=True,
+                                          png_compression=png_compression, format=fmt)
+            result = FileResult(src, dst, "written", warnings=notes)
+        except SrganError as e:
+            result = FileResult(src, dst, "failed", str(e))
+    if result.status != "written" or result.warnings:
+        report(result, quiet, as_json=False)
+    sys.exit(1 if result.status == "failed" else 0)
 
 
 def tile_option(value: str | int) -> int | str | None:

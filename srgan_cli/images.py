@@ -25,7 +25,12 @@ Decisions (see also the docstrings below):
   RGB, RGBA; Pillow alone would keep 8 bits of 16-bit colour, see _png16_colour) and I;16 TIFF
   are 16-bit. Pillow reads 48/64-bit TIFF as 8 bits; that is reported as a warning.
 - Animated GIF/WebP/PNG: only the first frame is upscaled, with a warning.
-- EXIF orientation is applied on reading; the EXIF written back says "upright" (1).
+- EXIF orientation is applied on reading; the EXIF written back says "upright" (1). EXIF
+  that Pillow cannot parse is dropped with a warning (the pixels are fine).
+- Pillow's process-wide bomb guard (Image.MAX_IMAGE_PIXELS) is never switched off; our own
+  max_pixels is checked from the header (see _pillow_accepts).
+- Each format's size limit (WebP 16383 px a side, JPEG 65500, BMP < 4 GiB) is checked
+  before encoding, and before any compute by planners (check_output_size, declared_size).
 - JPEG and BMP have no alpha: writing real transparency to them raises ImageError.
 - write_image is atomic: a temporary file next to the target, then os.replace.
 - PNG files are written by our own streaming writer (_write_png), a block of rows at a time,
@@ -37,7 +42,9 @@ from __future__ import annotations
 import io
 import os
 import struct
+import sys
 import tempfile
+import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -50,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from srgan_cli.errors import ImageError
+from srgan_cli.errors import ImageError, InputError
 
 # File name endings we write, with their format, and all that mean "this should be an image".
 _EXTENSION_FORMATS = {
@@ -62,15 +69,23 @@ IMAGE_EXTENSIONS = frozenset(_EXTENSION_FORMATS) | {".gif"}
 # Pillow's own hard decompression-bomb limit (2 * Image.MAX_IMAGE_PIXELS), 179.0 MP.
 DEFAULT_MAX_PIXELS = 178_956_970
 
-# What each writable format can store. modes: Pillow modes written as they are;
-# icc/exif/dpi: metadata the format carries. 16-bit output: PNG (all), TIFF (grey only).
+# What each writable format can store. modes: Pillow modes written as they are; sixteen:
+# channel counts (1 = L ... 4 = RGBA) kept at 16 bits; icc/exif/dpi: metadata the format
+# carries; max_side: the largest width and height its encoder accepts (measured: libwebp
+# 16383, libjpeg-turbo 65500; PNG 2^31 - 1 by its specification).
 _WRITERS: dict[str, dict] = {
-    "PNG": {"modes": {"L", "LA", "RGB", "RGBA"}, "icc": True, "exif": True, "dpi": True},
-    "JPEG": {"modes": {"L", "RGB"}, "icc": True, "exif": True, "dpi": True},
-    "WEBP": {"modes": {"RGB", "RGBA"}, "icc": True, "exif": True, "dpi": False},
-    "TIFF": {"modes": {"L", "LA", "RGB", "RGBA"}, "icc": True, "exif": False, "dpi": True},
-    "BMP": {"modes": {"L", "RGB"}, "icc": False, "exif": False, "dpi": True},
+    "PNG": {"modes": {"L", "LA", "RGB", "RGBA"}, "sixteen": {1, 2, 3, 4}, "icc": True,
+            "exif": True, "dpi": True, "max_side": 2**31 - 1},
+    "JPEG": {"modes": {"L", "RGB"}, "sixteen": set(), "icc": True, "exif": True, "dpi": True,
+             "max_side": 65500},
+    "WEBP": {"modes": {"RGB", "RGBA"}, "sixteen": set(), "icc": True, "exif": True,
+             "dpi": False, "max_side": 16383},
+    "TIFF": {"modes": {"L", "LA", "RGB", "RGBA"}, "sixteen": {1}, "icc": True, "exif": False,
+             "dpi": True, "max_side": 2**32 - 1},
+    "BMP": {"modes": {"L", "RGB"}, "sixteen": set(), "icc": False, "exif": False, "dpi": True,
+            "max_side": 2**31 - 1},
 }
+_BMP_MAX_BYTES = 2**32 - 1  # its header stores the file size in 32 bits
 _DEFAULT_EXTENSION = ".png"  # for inputs whose own format cannot be written (e.g. GIF)
 
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}  # not LAB: its "A" is a colour axis
@@ -130,14 +145,17 @@ class Picture:
 # ----------------------------------------------------------------------------- reading
 
 
-def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
+def read_image(source: str | Path | BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
     """Read one image file upright (EXIF orientation applied) into a Picture.
 
+    source: a path, or a binary file object that can seek (e.g. ``io.BytesIO`` of stdin).
     Images above max_pixels (width * height) are refused from the file header, before any
     pixel memory is allocated. Raises ImageError with a one-line reason for every expected
     failure: missing, unreadable, empty, a directory, not an image, corrupt, too large.
     """
-    path = Path(path)
+    if not isinstance(source, (str, os.PathLike)):
+        return _read(source, max_pixels)
+    path = Path(source)
     try:
         file = path.open("rb")
     except IsADirectoryError:
@@ -149,16 +167,24 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Pictur
     except OSError as error:
         raise ImageError(f"cannot open: {error.strerror or error}") from None
     with file:
-        if os.fstat(file.fileno()).st_size == 0:
-            raise ImageError("file is empty")
-        try:
-            with _own_pixel_limit(), Image.open(file) as image:
-                _check_pixel_count(image.size, max_pixels)
-                return _decode(image, file)
-        except UnidentifiedImageError:
-            raise ImageError("not an image file (or an unsupported format)") from None
-        except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error):
-            raise ImageError("truncated or corrupt image data") from None
+        return _read(file, max_pixels)
+
+
+def _read(file: BinaryIO, max_pixels: int) -> Picture:
+    """read_image of an open file: the size check from the header, then the decode."""
+    if not file.read(1):
+        raise ImageError("file is empty")
+    file.seek(0)
+    try:
+        with _pillow_accepts(max_pixels), Image.open(file) as image:
+            _check_pixel_count(image.size, max_pixels)
+            return _decode(image, file)
+    except Image.DecompressionBombError as error:  # above Pillow's own limit, see below
+        raise ImageError(_bomb_reason(file, max_pixels, error)) from None
+    except UnidentifiedImageError:
+        raise ImageError("not an image file (or an unsupported format)") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error):
+        raise ImageError("truncated or corrupt image data") from None
 
 
 def read_rgb_uint8(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
@@ -172,34 +198,79 @@ def read_rgb_uint8(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> to
     return rgb.mul(255).round_().clamp_(0, 255).to(torch.uint8)
 
 
+# Pillow's decompression-bomb guard is one process-wide setting, Image.MAX_IMAGE_PIXELS:
+# Image.open (and some decoders) refuse images above twice that. We never switch it off:
+# a program that embeds srgan (a web service, a notebook) keeps its guard in every thread.
+# Our own limit (max_pixels) is checked from the header; only a limit above Pillow's raises
+# the setting, for that one read, while holding this lock.
+_PILLOW_LIMIT_LOCK = threading.Lock()
+
+
 @contextmanager
-def _own_pixel_limit() -> Iterator[None]:
-    """Switch off Pillow's global bomb check while we apply our own (configurable) limit."""
-    saved = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None
-    try:
+def _pillow_accepts(max_pixels: int) -> Iterator[None]:
+    """Let Pillow's guard pass images of up to ``max_pixels`` pixels during this block.
+
+    At or below Pillow's limit nothing changes. Above it, Image.MAX_IMAGE_PIXELS is raised
+    to max_pixels (never None) and put back afterwards, all under _PILLOW_LIMIT_LOCK: reads
+    that raise it run one at a time, so none can restore another's value, and a read that
+    does not raise it decides against the un-raised value (read under the lock).
+    """
+    with _PILLOW_LIMIT_LOCK:
+        limit = Image.MAX_IMAGE_PIXELS
+    if limit is None or max_pixels <= 2 * limit:
         yield
-    finally:
-        Image.MAX_IMAGE_PIXELS = saved
+        return
+    with _PILLOW_LIMIT_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = max_pixels
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _bomb_reason(file: BinaryIO, max_pixels: int, error: Exception) -> str:
+    """Why an image that Pillow's guard refused is refused, with its size from the header.
+
+    Pillow refuses above twice its limit, which _pillow_accepts keeps at max_pixels or more,
+    so the image is above ours too. The header is read again (no pixels decoded) with
+    Pillow's limit raised for the purpose, like any read above it.
+    """
+    try:
+        file.seek(0)
+        with _pillow_accepts(sys.maxsize), Image.open(file) as image:
+            size = image.size
+    except Exception:  # noqa: BLE001 - the size is only for the message
+        return f"refused by Pillow's decompression-bomb guard: {error}"
+    if size[0] * size[1] <= max_pixels:  # e.g. a GIF frame larger than its canvas
+        return f"refused by Pillow's decompression-bomb guard: {error}"
+    return _too_many_pixels(size, max_pixels)
 
 
 def _check_pixel_count(size: tuple[int, int], max_pixels: int) -> None:
+    if size[0] * size[1] > max_pixels:
+        raise ImageError(_too_many_pixels(size, max_pixels))
+
+
+def _too_many_pixels(size: tuple[int, int], max_pixels: int) -> str:
     width, height = size
-    if width * height > max_pixels:
-        raise ImageError(
-            f"image is {width}x{height} = {width * height / 1e6:.1f} MP, "
-            f"above the {max_pixels / 1e6:.1f} MP limit (--max-pixels)"
-        )
+    return (f"image is {width}x{height} = {width * height / 1e6:.1f} MP, "
+            f"above the {max_pixels / 1e6:.1f} MP limit (--max-pixels)")
 
 
-def _decode(image: Image.Image, file: BinaryIO) -> Picture:
-    """Pixels and metadata of an opened image (first frame); see the module docstring."""
-    notes = []
+def _decode(image: Image.Image, file: BinaryIO | None) -> Picture:
+    """Pixels and metadata of an opened image (first frame); see the module docstring.
+
+    file: the image's file, for what Pillow does not give (16-bit colour PNG, gAMA/cHRM/sRGB
+    chunks); None for an image that only exists in memory (``picture_from_pillow``).
+    """
+    notes: list[str] = []
     frames = getattr(image, "n_frames", 1)
     if frames > 1:
         notes.append(f"animated image: only the first of {frames} frames is upscaled")
     image.load()  # decode now so corrupt data fails here, inside read_image's error handling
-    colour16 = _png16_colour(file, notes) if image.format == "PNG" else None
+    png_file = file if image.format == "PNG" else None
+    colour16 = None if png_file is None else _png16_colour(png_file, notes)
     if colour16 is not None:
         channels, grayscale, bit_depth = colour16, colour16.shape[0] == 2, 16
     else:
@@ -207,13 +278,8 @@ def _decode(image: Image.Image, file: BinaryIO) -> Picture:
     if channels.shape[0] in (1, 2):  # grey (+ alpha) -> three equal colour channels
         channels = torch.cat([channels[:1].expand(3, -1, -1), channels[1:]])
 
-    exif = image.getexif()
-    orientation = exif.get(_ORIENTATION_TAG, 1)
+    raw_exif, orientation = _exif(image, notes)
     channels = _apply_orientation(channels, orientation)
-    raw_exif = image.info.get("exif")
-    if raw_exif and orientation != 1:
-        exif[_ORIENTATION_TAG] = 1
-        raw_exif = exif.tobytes()
 
     icc = image.info.get("icc_profile") or None
     wanted_space = b"GRAY" if grayscale else b"RGB "
@@ -221,7 +287,7 @@ def _decode(image: Image.Image, file: BinaryIO) -> Picture:
         notes.append(f"colour profile for {icc[16:20].decode('latin-1').strip()} dropped")
         icc = None
     dpi = image.info.get("dpi")
-    png_colour = _png_colour_chunks(file) if image.format == "PNG" else ()
+    png_colour = () if png_file is None else _png_colour_chunks(png_file)
     return Picture(
         rgb=channels[:3].contiguous(),
         alpha=channels[3:].contiguous() if channels.shape[0] == 4 else None,
@@ -229,11 +295,32 @@ def _decode(image: Image.Image, file: BinaryIO) -> Picture:
         bit_depth=bit_depth,
         format=image.format,
         icc_profile=icc,
-        exif=raw_exif or None,
+        exif=raw_exif,
         dpi=(float(dpi[0]), float(dpi[1])) if dpi else None,
         png_colour=png_colour,
         warnings=notes,
     )
+
+
+def _exif(image: Image.Image, notes: list[str]) -> tuple[bytes | None, int]:
+    """The raw EXIF to write back (None: none) and the orientation to apply (1 = upright).
+
+    When the orientation is applied, the EXIF written back says 1. EXIF that Pillow cannot
+    parse (a malformed PNG eXIf chunk, say) is dropped with a note: it is metadata, and the
+    pixels are fine, so it must not fail the image.
+    """
+    raw = image.info.get("exif") or None
+    try:
+        exif = image.getexif()
+        orientation = exif.get(_ORIENTATION_TAG, 1)
+        if raw is not None and orientation != 1:
+            exif[_ORIENTATION_TAG] = 1
+            raw = exif.tobytes()
+    except (SyntaxError, ValueError, TypeError, KeyError, IndexError, EOFError, OSError,
+            struct.error):
+        notes.append("malformed EXIF metadata dropped")
+        return None, 1
+    return raw, orientation if isinstance(orientation, int) else 1
 
 
 def _pillow_channels(image: Image.Image, notes: list[str]) -> tuple[torch.Tensor, bool, int]:
@@ -361,6 +448,14 @@ def format_for(path: str | Path, format: str | None = None) -> str:
     return name
 
 
+def format_to_write(source_format: str | None, format: str | None = None) -> str:
+    """The format to write when no file name says it (stdout): ``format`` if given, else
+    the input's own (Pillow's name, ``Picture.format``), or PNG if that cannot be written."""
+    if format is None and source_format in _WRITERS:
+        return source_format
+    return format_for("", format or _EXTENSION_FORMATS[_DEFAULT_EXTENSION])
+
+
 DEFAULT_PNG_COMPRESSION = 1
 """zlib level of PNG output (0-9). Level 1 uses zlib's run-length strategy (Z_RLE): on
 upscaled photos measured about 4x faster than Pillow's default level 6 at the same size
@@ -396,29 +491,71 @@ def write_image(
     ImageError (write PNG, WebP or TIFF instead); a fully opaque one is dropped.
     ICC profile, EXIF and DPI are written where the format stores them (EXIF: PNG, JPEG, WebP).
     `quality` applies to JPEG and WebP (WebP at 100 is lossless); `png_compression` is the
-    zlib level of PNG output (0 = none, fastest; 9 = smallest, slowest).
+    zlib level of PNG output (0 = none, fastest; 9 = smallest, slowest). A size the format
+    cannot store (``check_output_size``) and any encoder failure raise ImageError.
     """
     path = Path(path)
-    fmt = format_for(path, format)
-    caps = _WRITERS[fmt]
-    notes: list[str] = []
-    alpha = picture.alpha
-    if alpha is not None and "RGBA" not in caps["modes"]:
-        if bool((_unit(alpha) < 1 - 0.5 / 255).any()):  # anything not rounding to opaque
-            raise ImageError(f"{fmt} cannot store transparency; write png, webp or tiff instead")
-        alpha = None
-    grey = picture.grayscale and ("LA" if alpha is not None else "L") in caps["modes"]
-    channels = _luma(picture.rgb) if grey else picture.rgb
-    if alpha is not None:
-        if channels.dtype != alpha.dtype:
-            channels, alpha = _unit(channels), _unit(alpha)
-        channels = torch.cat([channels, alpha])
+    save, notes = _encoder(picture, format_for(path, format), quality, png_compression)
+    _write_atomically(path, save)
+    return notes
 
-    sixteen = picture.bit_depth == 16 and (
-        fmt == "PNG" or (fmt == "TIFF" and channels.shape[0] == 1)
-    )
-    if picture.bit_depth == 16 and not sixteen:
-        notes.append(f"16-bit image written to {fmt} with 8 bits per channel; png keeps 16")
+
+def encode_image(
+    picture: Picture, format: str, quality: int = 95,
+    png_compression: int = DEFAULT_PNG_COMPRESSION,
+) -> tuple[bytes, list[str]]:
+    """``write_image`` into memory: the whole file's bytes (e.g. for stdout) and warnings."""
+    save, notes = _encoder(picture, format_for("", format), quality, png_compression)
+    buffer = io.BytesIO()
+    save(buffer)
+    return buffer.getvalue(), notes
+
+
+def declared_size(
+    path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[int, int, bool] | None:
+    """(width, height, grayscale) as an image file's header declares them, without decoding
+    pixels; None for anything read_image would refuse (it says why when the file is read).
+
+    For planning (``check_output_size`` before any work): the EXIF orientation is not
+    applied, which is fine for its limits, the same for width and height.
+    """
+    try:
+        with _pillow_accepts(max_pixels), Image.open(path) as image:
+            width, height = image.size
+            grey = image.mode in ("1", "L", "LA", "La") or image.mode.startswith("I")
+    except Exception:  # noqa: BLE001 - any failure is read_image's to report
+        return None
+    return (width, height, grey) if width * height <= max_pixels else None
+
+
+def check_output_size(format: str, width: int, height: int, channels: int = 3) -> None:
+    """Raise ImageError if a width x height image cannot be stored in ``format``.
+
+    WebP stores sides of at most 16383 pixels, JPEG 65500 (libjpeg-turbo), PNG 2^31 - 1;
+    a BMP file (``channels`` 1 = grey, else colour) must stay below 4 GiB.
+    """
+    caps = _WRITERS[format]
+    side = caps["max_side"]
+    if width > side or height > side:
+        raise ImageError(f"a {width}x{height} output is too large for {format} (at most "
+                         f"{side} pixels a side); choose png or tif")
+    if format == "BMP":
+        bits = 8 if channels == 1 else 24
+        stride = ((width * bits + 7) // 8 + 3) & ~3  # rows are padded to 4 bytes
+        size = 14 + 40 + (1024 if channels == 1 else 0) + stride * height  # + grey palette
+        if size > _BMP_MAX_BYTES:
+            raise ImageError(f"a {width}x{height} output is too large for BMP (files stop at "
+                             "4 GiB); choose png or tif")
+
+
+def _encoder(
+    picture: Picture, fmt: str, quality: int, png_compression: int
+) -> tuple[Callable[[BinaryIO], None], list[str]]:
+    """``save(file)`` writing ``picture`` as ``fmt`` (see write_image), and its warnings."""
+    caps = _WRITERS[fmt]
+    channels, sixteen, notes = _output_channels(picture, fmt, caps)
+    check_output_size(fmt, channels.shape[-1], channels.shape[-2], channels.shape[0])
     metadata = {
         "icc_profile": picture.icc_profile if caps["icc"] else None,
         "exif": picture.exif if caps["exif"] else None,
@@ -444,8 +581,44 @@ def write_image(
         def save(file: BinaryIO) -> None:
             image.save(file, fmt, **options)
 
-    _write_atomically(path, save)
-    return notes
+    return _encoder_errors(fmt, save), notes
+
+
+def _encoder_errors(fmt: str, save: Callable[[BinaryIO], None]) -> Callable[[BinaryIO], None]:
+    """``save`` with every error of an encoder or of the file turned into one ImageError."""
+
+    def guarded(file: BinaryIO) -> None:
+        try:
+            save(file)
+        except (OSError, ValueError, OverflowError, struct.error, zlib.error) as error:
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+            raise ImageError(f"cannot write {fmt}: {reason}") from None
+
+    return guarded
+
+
+def _output_channels(
+    picture: Picture, fmt: str, caps: dict
+) -> tuple[torch.Tensor, bool, list[str]]:
+    """The (C, H, W) channels to store, in a mode ``caps`` allows, whether they keep 16 bits,
+    and warnings. C = 1 (L), 2 (LA), 3 (RGB) or 4 (RGBA); float [0, 1] or the picture's
+    integers. ``fmt`` only names the format in messages."""
+    notes: list[str] = []
+    alpha = picture.alpha
+    if alpha is not None and "RGBA" not in caps["modes"]:
+        if bool((_unit(alpha) < 1 - 0.5 / 255).any()):  # anything not rounding to opaque
+            raise ImageError(f"{fmt} cannot store transparency; write png, webp or tiff instead")
+        alpha = None
+    grey = picture.grayscale and ("LA" if alpha is not None else "L") in caps["modes"]
+    channels = _luma(picture.rgb) if grey else picture.rgb
+    if alpha is not None:
+        if channels.dtype != alpha.dtype:
+            channels, alpha = _unit(channels), _unit(alpha)
+        channels = torch.cat([channels, alpha])
+    sixteen = picture.bit_depth == 16 and channels.shape[0] in caps["sixteen"]
+    if picture.bit_depth == 16 and not sixteen:
+        notes.append(f"16-bit image written to {fmt} with 8 bits per channel; png keeps 16")
+    return channels, sixteen, notes
 
 
 def _luma(rgb: torch.Tensor, block_rows: int = 256) -> torch.Tensor:
@@ -488,6 +661,70 @@ def _to_pillow(channels: torch.Tensor, sixteen: bool) -> Image.Image:
     pixels = _to_uint(channels, 255, np.uint8)
     image = Image.fromarray(pixels[:, :, 0] if mode == "L" else pixels)
     return image if image.mode == mode else image.convert(mode)  # no needless full copy
+
+
+# ----------------------------------------------------------------------------- in memory
+# Upscaler.upscale_image: Pillow images and numpy arrays in and out, through the same
+# decoding (_decode) and the same choice of output channels (_output_channels) as files.
+
+_PILLOW_MODES = {"modes": {"L", "LA", "RGB", "RGBA"}, "sixteen": {1}}  # as TIFF: I;16 grey
+_ARRAY_MODES = {"modes": {"L", "LA", "RGB", "RGBA"}, "sixteen": {1, 2, 3, 4}}  # as PNG
+
+
+def picture_from_pillow(image: Image.Image) -> Picture:
+    """A Pillow image as read_image would decode its file (mode, alpha, 16-bit grey, EXIF
+    orientation applied, ICC profile, DPI). Pillow has no 16-bit colour mode: 16-bit colour
+    needs a numpy array (``picture_from_array``). Raises ImageError like read_image."""
+    try:
+        return _decode(image, None)
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error):
+        raise ImageError("truncated or corrupt image data") from None
+
+
+def picture_to_pillow(picture: Picture) -> tuple[Image.Image, list[str]]:
+    """A (result) Picture as the Pillow image a file would hold, and warnings.
+
+    Mode L, LA, RGB, RGBA or I;16 (16-bit grey), chosen as for a TIFF file. The ICC profile,
+    EXIF and DPI go into ``image.info`` under the keys Pillow's readers use (pass them to
+    ``save``, e.g. ``exif=image.info["exif"]``, to keep them in a file).
+    """
+    channels, sixteen, notes = _output_channels(picture, "a Pillow image", _PILLOW_MODES)
+    image = _to_pillow(channels, sixteen)
+    metadata = {"icc_profile": picture.icc_profile, "exif": picture.exif, "dpi": picture.dpi}
+    image.info.update({key: value for key, value in metadata.items() if value is not None})
+    return image, notes
+
+
+def picture_from_array(array: np.ndarray) -> Picture:
+    """(H, W) or (H, W, C) uint8/uint16 pixels as a Picture: C = 1 grey, 2 grey + alpha,
+    3 RGB, 4 RGBA; uint16 is 16 bits per channel. Raises InputError for anything else."""
+    expected = "expected an (H, W) or (H, W, C) uint8 or uint16 array, C = 1, 2, 3 or 4"
+    if array.dtype not in (np.uint8, np.uint16):
+        hint = (": for float images in [0, 1] use upscale_tensor" if array.dtype.kind == "f"
+                else "")
+        raise InputError(f"{expected}, got dtype {array.dtype}{hint}")
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 2, 3, 4)):
+        hint = " (channels first? use a.transpose(1, 2, 0))" if array.ndim == 3 else ""
+        raise InputError(f"{expected}, got shape {array.shape}{hint}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise InputError(f"{expected}, got an empty array of shape {array.shape}")
+    pixels = array.reshape(*array.shape[:2], -1)
+    top = 255 if array.dtype == np.uint8 else 65535
+    channels = torch.from_numpy(pixels.transpose(2, 0, 1).astype(np.float32) / top)
+    grey = channels.shape[0] in (1, 2)
+    if grey:
+        channels = torch.cat([channels[:1].expand(3, -1, -1), channels[1:]])
+    return Picture(rgb=channels[:3].contiguous(),
+                   alpha=channels[3:].contiguous() if channels.shape[0] == 4 else None,
+                   grayscale=grey, bit_depth=8 if top == 255 else 16)
+
+
+def picture_to_array(picture: Picture, two_d: bool = False) -> np.ndarray:
+    """A (result) Picture as (H, W, C) uint8/uint16 pixels, C as a PNG file would store
+    them (1 grey, 2 grey + alpha, 3 RGB, 4 RGBA); ``two_d``: grey as (H, W)."""
+    pixels, sixteen, _ = _output_channels(picture, "an array", _ARRAY_MODES)
+    out = _to_uint(pixels, *((65535, np.uint16) if sixteen else (255, np.uint8)))
+    return out[:, :, 0] if two_d and out.shape[2] == 1 else out
 
 
 # ----------------------------------------------------------------------------- PNG
@@ -694,24 +931,77 @@ def _new_file_mode() -> int:
 # ----------------------------------------------------------------------------- planning
 
 
-def find_images(folder: str | Path, recursive: bool = True) -> list[Path]:
-    """Every path under `folder` with an image extension, sorted.
+@dataclass
+class FolderScan:
+    """What ``scan_folder`` found: image paths, sorted by their path below the folder, and
+    ``path: reason`` for what it could not look into (a folder link that loops, an
+    unreadable folder), so that every name under the folder is accounted for."""
+
+    images: list[Path]
+    skipped: dict[Path, str] = field(default_factory=dict)
+    errors: dict[Path, str] = field(default_factory=dict)
+
+
+def scan_folder(folder: str | Path, recursive: bool = True) -> FolderScan:
+    """Every path under `folder` with an image extension, following folder links.
 
     Includes entries that will fail to read (directories named x.png, broken links), so the
     batch can report them. Hidden temporaries from write_image end in .part and are skipped.
+    A linked folder is searched like any other, unless it is one of the folders it lies
+    in (a loop): then it is listed in ``skipped``. Files reached twice under different names
+    (links, hard links) are all listed; ``check_jobs`` decides which name is upscaled.
     """
     folder = Path(folder)
-    entries = folder.rglob("*") if recursive else folder.glob("*")
-    found = [p for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS]
-    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+    scan = FolderScan(images=[])
+    _scan(folder, recursive, (_file_id(folder),), scan)
+    scan.images.sort(key=lambda p: p.relative_to(folder).as_posix())
+    return scan
+
+
+def _scan(folder: Path, recursive: bool, above: tuple, scan: FolderScan) -> None:
+    """Add ``folder``'s images (and its subfolders', if recursive) to ``scan``.
+
+    above: (device, inode) of ``folder`` and of each folder it was reached through.
+    """
+    try:
+        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+    except OSError as error:
+        scan.errors[folder] = f"cannot list this folder: {error.strerror or error}"
+        return
+    for entry in entries:
+        path = folder / entry.name
+        if path.suffix.lower() in IMAGE_EXTENSIONS:
+            scan.images.append(path)
+        if not recursive or not _is_folder(entry):
+            continue
+        here = _file_id(path)
+        if here in above:
+            scan.skipped[path] = "link to a folder it is inside of (a loop); not followed"
+        else:
+            _scan(path, recursive, (*above, here), scan)
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    """Whether a folder entry is a folder or a link to one (a broken link is not)."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def find_images(folder: str | Path, recursive: bool = True) -> list[Path]:
+    """``scan_folder``'s image paths alone (for training and benchmark data folders)."""
+    return scan_folder(folder, recursive).images
 
 
 @dataclass
 class OutputPlan:
-    """Result of planning: (input, output) pairs to process and `path: reason` errors."""
+    """Result of planning: (input, output) pairs to process, `path: reason` errors, and
+    inputs left out on purpose with why (``{path: reason}``, e.g. a second name of a file)."""
 
     jobs: list[tuple[Path, Path]]
     errors: list[str]
+    skipped: dict[Path, str] = field(default_factory=dict)
 
 
 def plan_outputs(
@@ -778,26 +1068,27 @@ def check_jobs(
 ) -> OutputPlan:
     """The one clash check over a whole job list (every argument of a command together).
 
-    The same input listed twice (by path, link or inode) is done once. Refused, each as one
+    One file reached under several names (links, hard links) is upscaled once, under its
+    first name that is not a link; each other name is ``skipped`` with the name that is
+    done (the same path listed twice is simply done once). Refused, each as one
     `input: reason` error: an output that is any input file of the list or of
-    ``other_inputs`` (compared by resolved path, any letter case, and by device and inode),
-    and two inputs with the same output (the first keeps it).
+    ``other_inputs`` (compared by resolved path and by device and inode), and two inputs
+    with the same output (the first keeps it). Letter case is ignored in these comparisons
+    only where the output's folder ignores it (``ignores_case``).
     """
-    unique: list[tuple[Path, Path]] = []
-    seen: set = set()
-    for source, target in jobs:
-        key = _file_id(source) or _path_key(source)
-        if key not in seen:
-            seen.add(key)
-            unique.append((source, target))
+    unique, skipped = _one_name_per_file(jobs)
     sources = [source for source, _ in unique] + list(other_inputs)
     input_files = {_file_id(p) for p in sources} - {None}
-    input_keys = {_path_key(p) for p in sources}
+    input_keys = {fold: {_path_key(p, fold) for p in sources} for fold in (False, True)}
+    folds: dict[Path, bool] = {}  # whether each output folder ignores letter case
     taken: dict[str, Path] = {}
-    plan = OutputPlan(jobs=[], errors=[])
+    plan = OutputPlan(jobs=[], errors=[], skipped=skipped)
     for source, target in unique:
-        key = _path_key(target)
-        if key in input_keys or _file_id(target) in input_files:
+        folder = _nearest_existing(target.parent)
+        if folder not in folds:
+            folds[folder] = ignores_case(folder)
+        key = _path_key(target, folds[folder])
+        if key in input_keys[folds[folder]] or _file_id(target) in input_files:
             plan.errors.append(
                 f"{source}: output {target} would overwrite an input file; "
                 "use a suffix or another output folder"
@@ -808,6 +1099,34 @@ def check_jobs(
             taken[key] = source
             plan.jobs.append((source, target))
     return plan
+
+
+def _one_name_per_file(
+    jobs: list[tuple[Path, Path]]
+) -> tuple[list[tuple[Path, Path]], dict[Path, str]]:
+    """Jobs with one name per input file (see check_jobs), and the other names, with why."""
+    keys = [_file_id(source) or _path_key(source, False) for source, _ in jobs]
+    kept: dict = {}  # file -> index of the job done for it
+    for index, (key, (source, _)) in enumerate(zip(keys, jobs, strict=True)):
+        if key not in kept or (_through_link(jobs[kept[key]][0]) and not _through_link(source)):
+            kept[key] = index
+    unique: list[tuple[Path, Path]] = []
+    skipped: dict[Path, str] = {}
+    for index, (key, (source, _)) in enumerate(zip(keys, jobs, strict=True)):
+        done = jobs[kept[key]][0]
+        if index == kept[key]:
+            unique.append(jobs[index])
+        elif os.path.abspath(source) != os.path.abspath(done):
+            skipped[source] = f"same file as {done}"
+    return unique, skipped
+
+
+def _through_link(path: Path) -> bool:
+    """Whether ``path`` names its file through a link (its own or a linked folder's)."""
+    try:
+        return path.resolve() != Path(os.path.abspath(path))
+    except (OSError, RuntimeError):  # a link loop
+        return True
 
 
 def earlier_results(
@@ -843,9 +1162,7 @@ def check_writable_folder(folder: Path) -> None:
 
     Tries it: a temporary file in the nearest folder that exists, removed at once.
     """
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = _nearest_existing(folder)
     if not existing.is_dir():
         raise ImageError(f"cannot write to {folder}: {existing} is not a folder")
     try:
@@ -858,7 +1175,8 @@ def check_writable_folder(folder: Path) -> None:
 def check_safe_to_write(src: Path, dst: Path, overwrite: bool) -> None:
     """The API's write guard: never the input itself, an existing ``dst`` only if asked."""
     dst_id = _file_id(dst)
-    if _path_key(src) == _path_key(dst) or (dst_id is not None and dst_id == _file_id(src)):
+    same_path = _path_key(src, False) == _path_key(dst, False)
+    if same_path or (dst_id is not None and dst_id == _file_id(src)):
         raise ImageError(f"output {dst} would overwrite the input file")
     if not overwrite and (dst.exists() or dst.is_symlink()):
         raise ImageError(f"{dst} exists (pass overwrite=True to replace it)")
@@ -889,11 +1207,8 @@ def _output_path(
 
 def _check_name_length(target: Path) -> None:
     """Refuse an output name longer than its file system allows (usually 255 bytes)."""
-    folder = target.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
     try:
-        limit = os.pathconf(folder, "PC_NAME_MAX")
+        limit = os.pathconf(_nearest_existing(target.parent), "PC_NAME_MAX")
     except (OSError, ValueError, AttributeError):
         limit = 255
     length = len(os.fsencode(target.name)) + len("..") + 8 + len(".part")  # write_image's temp
@@ -905,13 +1220,38 @@ def _check_name_length(target: Path) -> None:
         )
 
 
-def _path_key(path: Path) -> str:
-    """A path compared as the file system might: absolute, links resolved, any letter case."""
+def _path_key(path: Path, fold_case: bool) -> str:
+    """A path compared as the file system does: absolute, links resolved, and letter case
+    folded when ``fold_case`` (a folder that ignores case, see ``ignores_case``)."""
     try:
-        resolved = path.resolve()
+        resolved = str(path.resolve())
     except (OSError, RuntimeError):  # a symlink loop
-        resolved = Path(os.path.abspath(path))
-    return os.path.normcase(resolved).casefold()
+        resolved = os.path.abspath(path)
+    return resolved.casefold() if fold_case else resolved
+
+
+def ignores_case(folder: Path) -> bool:
+    """Whether file names in ``folder`` (or the nearest folder above it that exists) ignore
+    letter case, as on macOS and Windows by default; most Linux file systems do not.
+
+    Probed, since it depends on the file system (and even on the folder): a temporary file
+    is made and looked up with its letter case swapped. A folder that cannot be probed
+    (read-only, say) is taken to ignore case, the cautious answer for clash checks.
+    """
+    try:
+        with tempfile.NamedTemporaryFile(prefix=".srgan-case-probe-", dir=_nearest_existing(
+                folder)) as probe:
+            swapped = Path(probe.name).with_name(Path(probe.name).name.swapcase())
+            return swapped.exists() and os.path.samefile(probe.name, swapped)
+    except OSError:
+        return True
+
+
+def _nearest_existing(folder: Path) -> Path:
+    """``folder`` itself if it exists, else the nearest folder above it that does."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:

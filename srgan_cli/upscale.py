@@ -12,14 +12,18 @@ import contextlib
 import math
 import numbers
 import os
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from . import images, memory
 from .checkpoints import DEFAULT_MODEL, PERCEPTION_ENDS, load_model, load_perception_model
@@ -487,30 +491,78 @@ class Upscaler:
             alpha = None if alpha is None else resize_lanczos(alpha, size)
         return picture.with_pixels(big, alpha)
 
+    def upscale_image(self, image: Image.Image | np.ndarray) -> Image.Image | np.ndarray:
+        """Upscale an image in memory: a Pillow image, or numpy pixels; the same kind back.
+
+        Pillow: handled as ``srgan upscale`` handles a file (``images.picture_from_pillow``):
+        the result keeps the mode (L, LA, RGB, RGBA, I;16; palette becomes RGB or RGBA,
+        CMYK RGB), alpha (upscaled separately), EXIF orientation applied, and the ICC
+        profile, EXIF and DPI (scaled) in ``result.info``. numpy: (H, W) or (H, W, C)
+        uint8 or uint16, C = 1, 2 (grey + alpha), 3 or 4; the result has the same dtype and
+        layout. Float images in [0, 1]: ``upscale_tensor``. Things the user should know
+        (a first frame only, a colour profile dropped) are issued as Python warnings.
+        Raises InputError for anything else.
+        """
+        if isinstance(image, Image.Image):
+            picture = images.picture_from_pillow(image)
+            result, notes = images.picture_to_pillow(self.upscale_picture(picture))
+        elif isinstance(image, np.ndarray):
+            picture = images.picture_from_array(image)
+            result, notes = images.picture_to_array(self.upscale_picture(picture),
+                                                    two_d=image.ndim == 2), []
+        else:
+            hint = (": use upscale_tensor for tensors" if isinstance(image, torch.Tensor)
+                    else "")
+            raise InputError("expected a PIL.Image.Image or a numpy (H, W) or (H, W, C) "
+                             f"uint8/uint16 array, got {type(image).__module__}."
+                             f"{type(image).__name__}{hint}")
+        for note in picture.warnings + notes:
+            warnings.warn(note, stacklevel=2)
+        return result
+
     def upscale_file(
         self,
-        src: str | os.PathLike,
-        dst: str | os.PathLike,
+        src: str | os.PathLike | BinaryIO,
+        dst: str | os.PathLike | BinaryIO,
         max_pixels: int = images.DEFAULT_MAX_PIXELS,
         quality: int = 95,
         on_tile: Callable[[], None] | None = None,
         overwrite: bool = False,
         png_compression: int = images.DEFAULT_PNG_COMPRESSION,
+        format: str | None = None,
     ) -> list[str]:
         """Read ``src``, upscale it and write ``dst`` atomically; returns warnings.
 
         Never writes over ``src``; an existing ``dst`` is replaced only with ``overwrite``
-        (ImageError otherwise, before any work is done). Bad options raise InputError and
-        an output above the pixel limit (``outscale.check_output_pixels``) ImageError, both
-        before the network runs.
+        (ImageError otherwise, before any work is done). Either may instead be a binary file
+        object (``src`` one that can seek, e.g. ``io.BytesIO``); the bytes are written to
+        ``dst`` at once when the image is complete. ``format`` (png, jpg, webp, tif, bmp):
+        the output format; by default ``dst``'s extension, or for a file object the input's
+        own format (PNG if it cannot be written, e.g. GIF). An output the format cannot
+        store (``images.check_output_size``), or above the pixel limit
+        (``outscale.check_output_pixels``), is refused before the network runs; bad options
+        raise InputError first.
         """
         check_write_options(max_pixels, quality, png_compression)
-        images.check_safe_to_write(Path(src), Path(dst), overwrite)
-        picture = images.read_image(Path(src), max_pixels=max_pixels)
-        check_output_pixels(self.output_size(*picture.rgb.shape[-2:]), max_pixels)
+        to_path = isinstance(dst, (str, os.PathLike))
+        if to_path and isinstance(src, (str, os.PathLike)):
+            images.check_safe_to_write(Path(src), Path(dst), overwrite)
+        elif to_path and not overwrite and (Path(dst).exists() or Path(dst).is_symlink()):
+            raise ImageError(f"{dst} exists (pass overwrite=True to replace it)")
+        picture = images.read_image(src, max_pixels=max_pixels)
+        fmt = images.format_for(dst, format) if to_path else images.format_to_write(
+            picture.format, format)
+        out_height, out_width = self.output_size(*picture.rgb.shape[-2:])
+        check_output_pixels((out_height, out_width), max_pixels)
+        images.check_output_size(fmt, out_width, out_height, 1 if picture.grayscale else 3)
         result = self.upscale_picture(picture, on_tile)
-        return picture.warnings + images.write_image(result, Path(dst), quality=quality,
-                                                     png_compression=png_compression)
+        if to_path:
+            return picture.warnings + images.write_image(result, Path(dst), fmt, quality,
+                                                         png_compression)
+        data, notes = images.encode_image(result, fmt, quality, png_compression)
+        dst.write(data)
+        dst.flush()
+        return picture.warnings + notes
 
 
 # --------------------------------------------------------------------------- batches
@@ -629,6 +681,8 @@ def upscale_batch(
                                                      png_compression=png_compression)
         except SrganError as e:
             return FileResult(src, dst, "failed", str(e))
+        except Exception as e:  # noqa: BLE001 - an encoder's surprise fails this file only
+            return FileResult(src, dst, "failed", f"cannot write: {type(e).__name__}: {e}")
         return FileResult(src, dst, "written", warnings=warnings)
 
     def finish_oldest() -> None:
@@ -657,6 +711,36 @@ def upscale_batch(
         readers.shutdown(wait=True, cancel_futures=True)
         writers.shutdown(wait=True, cancel_futures=True)
     return summary
+
+
+def refuse_unstorable(
+    upscaler: Upscaler, jobs: list[tuple[Path, Path]],
+    max_pixels: int = images.DEFAULT_MAX_PIXELS, skip_existing: bool = False,
+) -> tuple[list[tuple[Path, Path]], list[FileResult]]:
+    """Split jobs, before any compute, into those whose result the output format can store
+    and a failed FileResult for each other one (WebP above 16383 pixels a side, JPEG above
+    65500, ...; ``images.check_output_size``; or above the output pixel limit,
+    ``outscale.check_output_pixels``), from each input's header. With
+    ``skip_existing``, jobs whose output exists are kept unchecked (the batch skips them)."""
+    storable: list[tuple[Path, Path]] = []
+    refused: list[FileResult] = []
+    for src, dst in jobs:
+        if skip_existing and dst.exists():
+            storable.append((src, dst))
+            continue
+        declared = images.declared_size(src, max_pixels)
+        try:
+            if declared is not None:
+                width, height, grey = declared
+                out_height, out_width = upscaler.output_size(height, width)
+                check_output_pixels((out_height, out_width), max_pixels)
+                images.check_output_size(images.format_for(dst), out_width, out_height,
+                                         1 if grey else 3)
+        except ImageError as e:
+            refused.append(FileResult(src, dst, "failed", str(e)))
+            continue
+        storable.append((src, dst))
+    return storable, refused
 
 
 def compute_and_write(
