@@ -307,7 +307,8 @@ class Trainer:
         self.data_summary = self.prepare_data()
         self.val_sets = self.load_validation() if config.val and self.main else []
         self.lpips = metrics.load_lpips(config.lpips_weights or None) if self.val_sets else None
-        self.vgg = self.build_vgg() if dict(config.phases).get("gan", 0) > 0 else None
+        self.vgg: VGGFeatures | None = None  # the GAN phase's, loaded by ``prepare``
+        self.resumed: tuple[dict, dict] | None = None  # (tensors, state) of ``load``
 
     # ------------------------------------------------------------------ setup
 
@@ -628,11 +629,20 @@ class Trainer:
             kept = [r for r in records if r.get("step", 0) <= self.step]
             path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
+    def prepare(self, resume: bool) -> None:
+        """What can still fail before the run folder is written: the saved state of a
+        resumed run (checked against the config first, as it is cheap), then the VGG19 of
+        the GAN phase. Raises NothingToTrain when a resumed run has no step left."""
+        if resume:
+            self.resumed = self.load()
+            if self.step >= plan_phases(self.config)[-1].end or self.stopped_at_step():
+                raise NothingToTrain(f"already at step {self.step}: nothing to train")
+        if dict(self.config.phases).get("gan", 0) > 0:
+            self.vgg = self.build_vgg()
+
     def run(self, resume: bool, on_step: Callable[[int], None] | None) -> None:
         cfg = self.config
-        resumed = self.load() if resume else None
-        if self.step >= plan_phases(cfg)[-1].end or self.stopped_at_step():
-            raise NothingToTrain(f"already at step {self.step}: nothing to train")
+        resumed = self.resumed
         if self.main:  # only now: a resume that does not fit its state leaves config.toml be
             save_config(cfg, self.run_dir / CONFIG_FILE)
         if resume:
@@ -852,16 +862,17 @@ def train(
         # data, validation images and networks first: a run that cannot start (or Ctrl-C
         # now) leaves no run folder behind, so the same command can simply be run again
         trainer = Trainer(config, run_dir, display, device, rank, world)
+        try:
+            trainer.prepare(resume)
+        except NothingToTrain:  # every rank decided so from the same state
+            distributed.finish()
+            raise
         if main:
             warn_ignored_options(config, display.console)
             for path in stale:
                 path.unlink(missing_ok=True)
             run_dir.mkdir(parents=True, exist_ok=True)
         distributed.barrier()  # the other ranks read the run folder once rank 0 has prepared it
-        try:
-            trainer.run(resume, on_step)
-        except NothingToTrain:  # every rank decided so from the same state
-            distributed.finish()
-            raise
+        trainer.run(resume, on_step)
     distributed.finish()
     return run_dir / GENERATOR_FILE
