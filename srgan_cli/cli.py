@@ -19,12 +19,14 @@ from typing import TYPE_CHECKING
 import click
 from PIL import Image
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from . import __version__, images
 from .checkpoints import DEFAULT_MODEL, PERCEPTION_ENDS, REGISTRY, weights_dir
 from .errors import SrganError
 from .json_output import to_json
+from .signals import describe, exit_status, sigterm_as_interrupt
 
 if TYPE_CHECKING:
     from .training.distributed import Shard
@@ -42,11 +44,12 @@ def friendly_errors(command):
         except SrganError as e:
             if click.get_current_context().find_root().params.get("debug"):
                 raise
-            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False,
+                              soft_wrap=True)  # escaped: "[realistic] ..." is not markup
             sys.exit(1)
-        except KeyboardInterrupt:
-            err_console.print("interrupted", highlight=False)
-            sys.exit(130)
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (signals.Interrupted)
+            err_console.print(describe(getattr(e, "signum", signal.SIGINT)), highlight=False)
+            sys.exit(exit_status(e))
 
     return wrapper
 
@@ -249,7 +252,7 @@ def upscale_command(
         upscale_batch,
     )
 
-    stop_on_sigterm()
+    sigterm_as_interrupt()  # kill, job schedulers: like Ctrl-C, temporary files cleaned up
     if perception is not None and model not in (DEFAULT_MODEL, *PERCEPTION_ENDS):
         raise click.UsageError("--perception mixes srresnet-x4 and srgan-x4; drop --model")
     if skip_existing and overwrite:
@@ -426,15 +429,6 @@ def outscale_option(value: float | None) -> float | None:
         return check_outscale(value)
     except SrganError as e:
         raise click.BadParameter(str(e).removeprefix("--outscale ")) from None
-
-
-def stop_on_sigterm() -> None:
-    """Treat SIGTERM (kill, job schedulers) like Ctrl-C, so temporary files are cleaned up."""
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
 
 
 def format_result(result) -> str:
@@ -677,8 +671,9 @@ def train_command(run_dir: Path, config_file: Path | None, resume: bool, overwri
     """
     from .training.config import load_config, make_config, with_steps
     from .training.distributed import launched_rank
-    from .training.train import CONFIG_FILE, train
+    from .training.train import CONFIG_FILE, NothingToTrain, train
 
+    sigterm_as_interrupt()  # until the training loop takes over: stop after a step and save
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite contradict each other")
     if resume and config_file is not None:
@@ -693,8 +688,13 @@ def train_command(run_dir: Path, config_file: Path | None, resume: bool, overwri
     config = load_config(base, overrides) if base is not None else make_config(overrides)
     if steps is not None:
         config = with_steps(config, steps)
-    path = train(config, run_dir, resume=resume, overwrite=overwrite, quiet=quiet,
-                 console=err_console)
+    try:
+        path = train(config, run_dir, resume=resume, overwrite=overwrite, quiet=quiet,
+                     console=err_console)
+    except NothingToTrain as e:  # not an error: the run is already where it was asked to be
+        if launched_rank() == 0:
+            err_console.print(str(e), markup=False, highlight=False, soft_wrap=True)
+        return
     if not quiet and launched_rank() == 0:
         err_console.print(f"trained generator: {path} (srgan upscale IMAGE --model {path})",
                           highlight=False, soft_wrap=True)

@@ -136,6 +136,8 @@ class RealisticDegradation:
             is_range = "range" in f.name or "sigma" in f.name
             if is_range and (len(value) != 2 or not 0 <= value[0] <= value[1]):
                 raise ValueError(f"{f.name} = {value}: expected [low, high], 0 <= low <= high")
+            if "sigma" in f.name and value[0] <= 0:  # a 0-pixel blur divides by zero
+                raise ValueError(f"{f.name} = {value}: expected [low, high], 0 < low <= high")
         for stage in ("", "2"):
             kinds, probs = self.stage(stage, "kernel_list"), self.stage(stage, "kernel_prob")
             if set(kinds) - set(kernels.KERNEL_TYPES) or len(kinds) != len(probs):
@@ -143,8 +145,9 @@ class RealisticDegradation:
                                  f"one probability per kernel of {', '.join(kernels.KERNEL_TYPES)}")
             if len(self.stage(stage, "resize_prob")) != 3:
                 raise ValueError(f"resize_prob{stage}: three probabilities (up, down, keep)")
-            if not 1 <= self.stage(stage, "jpeg_range")[1] <= 100:
-                raise ValueError(f"jpeg_range{stage}: JPEG qualities are 1 to 100")
+            qualities = self.stage(stage, "jpeg_range")
+            if not 1 <= qualities[0] <= qualities[1] <= 100:
+                raise ValueError(f"jpeg_range{stage} = {qualities}: JPEG qualities are 1 to 100")
         if not self.kernel_sizes or any(k < 1 or k % 2 == 0 for k in self.kernel_sizes):
             raise ValueError(f"kernel_sizes = {self.kernel_sizes}: odd sizes, at least one")
         if not self.resize_modes or set(self.resize_modes) - set(RESIZE_MODES):

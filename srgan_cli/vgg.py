@@ -56,6 +56,13 @@ def layer_names(arch: Arch) -> list[str]:
     return names
 
 
+def min_input_size(arch: Arch, tap: str) -> int:
+    """The smallest input side, in pixels, that reaches ``tap``: each 2x2 max-pool up to it
+    halves the size, and one on a 1-pixel map fails (16 for relu5_4, 2 for relu2_2)."""
+    names = layer_names(arch)
+    return 2 ** sum(name.startswith("pool") for name in names[:names.index(tap) + 1])
+
+
 def build_features(arch: Arch, depth: int) -> nn.Sequential:
     """The first ``depth`` layers of torchvision's ``vgg*().features`` (randomly initialised)."""
     layers: list[nn.Module] = []
@@ -192,7 +199,9 @@ class VGGFeatures(nn.Module):
         expected = {f"features.{k}": v for k, v in self.features.state_dict().items()}
         missing = [k for k in expected if k not in tensors]
         if missing:
-            raise ValueError(f"{source} is not a torchvision {self.arch} layout: missing {missing}")
+            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+            raise ValueError(f"{source} is not a torchvision {self.arch} layout: missing "
+                             f"{missing[0]}{more}")
         for key, param in expected.items():
             if tensors[key].shape != param.shape:
                 raise ValueError(

@@ -21,11 +21,13 @@ from ..degradation import DEGRADATIONS, RealisticDegradation
 from ..errors import TrainingError
 from ..losses import GAN_LOSSES, PIXEL_LOSSES
 from ..models import DISCRIMINATORS, UNET_SIZE_MULTIPLE
+from ..vgg import layer_names, min_input_size
 
 PHASES = ("pretrain", "gan", "all")
 SCHEDULES = ("constant", "step", "cosine")
 PRECISIONS = ("auto", "fp32", "bf16")
 RANDOM_VGG = "random"
+TOML_HEADER = "# srgan train: the resolved options of this run"  # how a run's config.toml begins
 
 
 @dataclass(frozen=True)
@@ -109,8 +111,16 @@ class TrainConfig:
         if self.patch_size % self.scale:
             raise TrainingError(
                 f"patch_size {self.patch_size} must be a multiple of the scale {self.scale}")
-        unet_gan = self.discriminator == "unet" and dict(self.phases).get("gan", 0) > 0
-        if unet_gan and self.patch_size % UNET_SIZE_MULTIPLE:
+        if self.vgg_layer not in layer_names("vgg19"):
+            raise TrainingError(f"vgg_layer = {self.vgg_layer!r}: not a VGG19 layer; e.g. "
+                                "relu5_4 (the paper's VGG54) or relu2_2 (VGG22)")
+        gan = dict(self.phases).get("gan", 0) > 0
+        smallest = min_input_size("vgg19", self.vgg_layer)
+        if gan and self.patch_size < smallest:
+            raise TrainingError(
+                f"patch_size {self.patch_size} is too small for the GAN phase: its VGG "
+                f"content loss at {self.vgg_layer} needs patches of at least {smallest} px")
+        if gan and self.discriminator == "unet" and self.patch_size % UNET_SIZE_MULTIPLE:
             raise TrainingError(f"patch_size {self.patch_size} must be a multiple of "
                                 f"{UNET_SIZE_MULTIPLE} for the U-Net discriminator")
         if not 0 <= self.ema < 1:
@@ -235,7 +245,7 @@ def toml_value(value: Any) -> str:
 
 def to_toml(config: TrainConfig) -> str:
     """The whole config as flat TOML (``tomllib`` reads it back to an equal config)."""
-    lines = ["# srgan train: the resolved options of this run", ""]
+    lines = [TOML_HEADER, ""]
     values = config.to_dict()
     realistic = values.pop("realistic")
     lines += [f"{name} = {toml_value(value)}" for name, value in values.items()]

@@ -1,11 +1,7 @@
-"""What a person sees while training runs: a live progress line, and Ctrl-C handling."""
+"""What a person sees while training runs: a live progress line and messages (Ctrl-C and
+SIGTERM are handled by ``srgan_cli.signals``)."""
 
 from __future__ import annotations
-
-import contextlib
-import signal
-import threading
-from collections.abc import Callable, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -51,22 +47,3 @@ class Display:
         if not self.quiet:
             self.progress.console.print(text, highlight=False, soft_wrap=True)
 
-
-@contextlib.contextmanager
-def deferred_interrupt(on_interrupt: Callable[[], None]) -> Iterator[None]:
-    """Turn the first Ctrl-C into ``on_interrupt()`` (the loop then stops cleanly after the
-    current step); a second Ctrl-C interrupts at once. Only in the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGINT)
-
-    def handler(signum, frame):
-        signal.signal(signal.SIGINT, previous)
-        on_interrupt()
-
-    signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)

@@ -6,8 +6,9 @@ the GPU ``cuda:LOCAL_RANK``, and splits work by rank. Without torchrun, ``--shar
 gives the same split for job arrays (Slurm, Kubernetes indexed jobs), one process each.
 
 Training wraps its networks with ``parallel`` (DistributedDataParallel) and agrees on
-losses and on stopping with ``mean_over_ranks`` and ``any_rank``. Every helper here is a
-no-op (or the identity) without a process group, so single-process code calls them freely.
+losses and on stopping with ``mean_over_ranks``, ``any_rank`` and ``max_over_ranks``. Every
+helper here is a no-op (or the identity) without a process group, so single-process code
+calls them freely.
 """
 
 from __future__ import annotations
@@ -138,11 +139,16 @@ def mean_over_ranks(values: torch.Tensor) -> torch.Tensor:
 
 def any_rank(flag: bool) -> bool:
     """Whether ``flag`` is true on some rank: all ranks take the same decision."""
+    return max_over_ranks(int(flag)) > 0
+
+
+def max_over_ranks(value: int) -> int:
+    """The largest of the ranks' ``value`` (small integers: flags, signal numbers)."""
     if world_size() == 1:
-        return flag
-    value = torch.tensor([float(flag)], device=collective_device())
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
+        return value
+    total = torch.tensor([float(value)], device=collective_device())
+    dist.all_reduce(total, op=dist.ReduceOp.MAX)
+    return int(total.item())
 
 
 def parallel(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:

@@ -41,15 +41,20 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
+from safetensors import SafetensorError
 
 from .. import benchmark, losses, metrics
 from ..checkpoints import load_generator, resolve_model, save_checkpoint
-from ..errors import CheckpointError, SrganError, TrainingError
+from ..degradation import RealisticDegradation
+from ..errors import CheckpointError, ImageError, SrganError, TrainingError
+from ..images import check_writable_folder
 from ..models import Generator, GeneratorConfig, build_discriminator
+from ..signals import Interrupted, deferred_interrupt, describe
 from ..upscale import Upscaler, autocast_dtype
+from ..vgg import VGGFeatures
 from . import data, distributed, sync_batchnorm
-from .config import RANDOM_VGG, TrainConfig, save_config
-from .display import Display, deferred_interrupt
+from .config import RANDOM_VGG, TOML_HEADER, TrainConfig, save_config
+from .display import Display
 from .loss_window import LossWindow, StepLosses
 from .plot import plot_curves
 from .state import (
@@ -72,6 +77,11 @@ LOG_FILE = "log.jsonl"
 PLOT_FILE = "curves.png"
 CHECKPOINT_DIR = "checkpoints"
 RUN_FILES = (CONFIG_FILE, GENERATOR_FILE, BEST_FILE, STATE_FILE, LOG_FILE, PLOT_FILE)
+
+
+class NothingToTrain(TrainingError):
+    """A resumed run already is at (or past) the step its config ends at: nothing was done
+    and the run folder is unchanged. The CLI says so and exits 0."""
 
 
 @dataclass(frozen=True)
@@ -194,35 +204,68 @@ def resolve_init(config: TrainConfig) -> TrainConfig:
                    channels=gen_config.channels)
 
 
-def check_vgg_weights(config: TrainConfig) -> None:
-    """A GAN phase needs VGG19 weights: refuse a missing local file before the run starts."""
-    local = config.vgg_weights not in ("imagenet", RANDOM_VGG)
-    if local and "gan" in dict(config.phases) and not Path(config.vgg_weights).is_file():
-        raise TrainingError(f"--vgg-weights {config.vgg_weights}: no such file")
+def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> list[Path]:
+    """Never lose a run by accident: refuse to start afresh over an existing one.
 
-
-def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Never lose a run by accident: refuse to start afresh over an existing one."""
-    if not resume and overwrite:
-        return  # cleared by clear_run_dir once the new run is ready to start
-    existing = [name for name in RUN_FILES if (run_dir / name).exists()]
-    if any((run_dir / CHECKPOINT_DIR).glob("step_*.safetensors")):
-        existing.append(f"{CHECKPOINT_DIR}/")
+    Returns the files to remove once the new run is ready to start: with ``overwrite`` the
+    earlier run's files; else the leftovers of a start that never saved (``stale_files``),
+    as a folder without a training state holds nothing to resume.
+    """
+    try:
+        check_writable_folder(run_dir)
+    except ImageError as e:
+        raise TrainingError(f"--out: {e}") from None
     if resume:
         if not (run_dir / STATE_FILE).is_file():
-            raise TrainingError(f"nothing to resume in {run_dir}: no {STATE_FILE}")
-    elif existing:
+            raise TrainingError(f"nothing to resume in {run_dir}: no {STATE_FILE} (the run "
+                                "saved nothing; start it again without --resume)")
+        return []
+    if overwrite:
+        return run_files(run_dir)
+    stale = stale_files(run_dir)
+    existing = [p for p in run_files(run_dir) if p not in stale]
+    names = sorted({p.relative_to(run_dir).parts[0] for p in existing})
+    if (run_dir / STATE_FILE).is_file():
         raise TrainingError(
-            f"{run_dir} already holds a run ({', '.join(existing)}): use --resume to continue "
+            f"{run_dir} already holds a run ({', '.join(names)}): use --resume to continue "
             "it, --overwrite to start again, or another --out folder")
+    if existing:
+        raise TrainingError(
+            f"{run_dir} holds {', '.join(names)} but no {STATE_FILE} to resume from: use "
+            "--overwrite to start again, or another --out folder")
+    return stale
 
 
-def clear_run_dir(run_dir: Path) -> None:
-    """``--overwrite``: remove an earlier run's files (only once the new run can start)."""
-    for name in RUN_FILES:
-        (run_dir / name).unlink(missing_ok=True)
-    for path in (run_dir / CHECKPOINT_DIR).glob("step_*.safetensors"):
-        path.unlink()
+def run_files(run_dir: Path) -> list[Path]:
+    """The files a run writes that exist in ``run_dir`` (its step checkpoints included)."""
+    found = [run_dir / name for name in RUN_FILES if (run_dir / name).exists()]
+    return found + sorted((run_dir / CHECKPOINT_DIR).glob("step_*.safetensors"))
+
+
+def stale_files(run_dir: Path) -> list[Path]:
+    """Leftovers of a run that stopped before its first save (a crash, a kill): its own
+    ``config.toml`` and ``log.jsonl`` (told from a user's files by their first line), and
+    ``curves.png`` beside such a log. Nothing when a training state was saved."""
+    if (run_dir / STATE_FILE).exists():
+        return []
+    config, log = run_dir / CONFIG_FILE, run_dir / LOG_FILE
+    stale = [config] if first_line(config) == TOML_HEADER else []
+    try:
+        ours = json.loads(first_line(log) or "null")["type"] == "start"
+    except (ValueError, TypeError, KeyError):
+        ours = False
+    if ours:
+        stale += [log] + [p for p in [run_dir / PLOT_FILE] if p.exists()]
+    return stale
+
+
+def first_line(path: Path) -> str | None:
+    """The first line of a text file, None if it cannot be read as one."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().rstrip("\n")
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 class Trainer:
@@ -259,11 +302,13 @@ class Trainer:
         self.last_losses: dict[str, float] = {}
         self.last_val: dict[str, float] = {}
         self.window = LossWindow()  # losses of the steps not yet read from the device
-        self.stop_requested = False
+        self.stop_signal = 0  # the signal (SIGINT, SIGTERM) that asked the loop to stop
 
         self.data_summary = self.prepare_data()
         self.val_sets = self.load_validation() if config.val and self.main else []
         self.lpips = metrics.load_lpips(config.lpips_weights or None) if self.val_sets else None
+        self.vgg: VGGFeatures | None = None  # the GAN phase's, loaded by ``prepare``
+        self.resumed: tuple[dict, dict] | None = None  # (tensors, state) of ``load``
 
     # ------------------------------------------------------------------ setup
 
@@ -334,19 +379,28 @@ class Trainer:
             self.opt_d = self.adam(self.discriminator)
             if self.content_loss is None:
                 self.content_loss = self.place(losses.ContentLoss(
-                    self.build_vgg(), cfg.vgg_layer, cfg.vgg_divisor))
+                    self.vgg, cfg.vgg_layer, cfg.vgg_divisor))
                 self.content_forward = self.compiled(self.content_loss)
         self.best = {} if self.best.get("phase") != phase.name else self.best
 
-    def build_vgg(self):
-        from ..vgg import VGGFeatures
-
-        weights = None if self.config.vgg_weights == RANDOM_VGG else self.config.vgg_weights
-        torch.manual_seed(self.config.seed + 2)
-        try:
-            return VGGFeatures("vgg19", (self.config.vgg_layer,), weights=weights)
-        except (OSError, ValueError) as e:
-            raise TrainingError(f"VGG weights {self.config.vgg_weights!r}: {e}") from e
+    def build_vgg(self) -> VGGFeatures:
+        """The GAN phase's frozen VGG19, on the CPU: loaded when the run starts, before the
+        run folder is written, so a missing, corrupt or wrong-network ``--vgg-weights`` file
+        is one clear error and leaves nothing behind. ``random`` weights (tests) come from
+        their own seed, without touching the global random state."""
+        name = self.config.vgg_weights
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed + 2)
+            try:
+                return VGGFeatures("vgg19", (self.config.vgg_layer,),
+                                   weights=None if name == RANDOM_VGG else name)
+            except FileNotFoundError:
+                raise TrainingError(f"--vgg-weights {name}: no such file") from None
+            except SafetensorError as e:
+                raise TrainingError(f"--vgg-weights {name}: not a readable safetensors file "
+                                    f"({e})") from None
+            except (OSError, ValueError) as e:  # their messages name the file
+                raise TrainingError(f"--vgg-weights: {e}") from None
 
     # ------------------------------------------------------------------ state
 
@@ -391,6 +445,7 @@ class Trainer:
         A state the config's networks do not fit (another width or discriminator) is a
         TrainingError here, before the run folder changes."""
         tensors, state = load_state(self.run_dir / STATE_FILE)
+        self.check_continues(state["phase"], state["step"])
         restore_module(self.generator, tensors, "generator")
         if self.ema is not None and any(k.startswith("ema.") for k in tensors):
             restore_module(self.ema.model, tensors, "ema")
@@ -409,6 +464,26 @@ class Trainer:
         self.last_losses = state["last_losses"]
         restore_rng(tensors)  # before entering a phase, which draws from it
         return tensors, state
+
+    def check_continues(self, saved_phase: str, step: int) -> None:
+        """Refuse a resume whose config would not go on with the saved phase where it
+        stopped: a phase the config does not run (``--phase gan`` on a pretraining run would
+        count the pretraining steps as GAN steps), or a phase the config ends before the
+        saved step (the next one would start late, at a decayed learning rate)."""
+        plan = plan_phases(self.config)
+        phase = next((p for p in plan if p.name == saved_phase), None)
+        path = self.run_dir / STATE_FILE
+        if phase is None or step < phase.start:
+            hint = (f"resume with --phase all (the GAN phase follows the pretraining), or "
+                    f"start a GAN run from its generator: --phase gan --init "
+                    f"{self.run_dir / GENERATOR_FILE} --out NEW_FOLDER"
+                    if saved_phase == "pretrain" else "resume with --phase gan")
+            raise TrainingError(f"{path}: saved in the {saved_phase} phase at step {step}, "
+                                f"which --phase {self.config.phase} does not continue; {hint}")
+        if phase != plan[-1] and step > phase.end:
+            raise TrainingError(
+                f"{path}: saved at step {step} of the {saved_phase} phase, which this config "
+                f"ends at step {phase.end}: resume with --steps {step} or more")
 
     def restore(self, tensors: dict, state: dict) -> None:
         """Optimizers and discriminator of the phase the state was saved in."""
@@ -554,9 +629,20 @@ class Trainer:
             kept = [r for r in records if r.get("step", 0) <= self.step]
             path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
+    def prepare(self, resume: bool) -> None:
+        """What can still fail before the run folder is written: the saved state of a
+        resumed run (checked against the config first, as it is cheap), then the VGG19 of
+        the GAN phase. Raises NothingToTrain when a resumed run has no step left."""
+        if resume:
+            self.resumed = self.load()
+            if self.step >= plan_phases(self.config)[-1].end or self.stopped_at_step():
+                raise NothingToTrain(f"already at step {self.step}: nothing to train")
+        if dict(self.config.phases).get("gan", 0) > 0:
+            self.vgg = self.build_vgg()
+
     def run(self, resume: bool, on_step: Callable[[int], None] | None) -> None:
         cfg = self.config
-        resumed = self.load() if resume else None
+        resumed = self.resumed
         if self.main:  # only now: a resume that does not fit its state leaves config.toml be
             save_config(cfg, self.run_dir / CONFIG_FILE)
         if resume:
@@ -600,26 +686,33 @@ class Trainer:
         if self.stop_requested:
             if self.main:  # said even with --quiet: the user needs to know
                 self.display.console.print(
-                    f"interrupted at step {self.step}: saved {self.run_dir} (continue with "
-                    f"srgan train --out {self.run_dir} --resume)", highlight=False,
-                    soft_wrap=True)
-            raise KeyboardInterrupt
+                    f"{describe(self.stop_signal)} at step {self.step}: saved {self.run_dir} "
+                    f"(continue with srgan train --out {self.run_dir} --resume)",
+                    highlight=False, soft_wrap=True)
+            distributed.barrier()  # no rank exits (so torchrun stops none) before it is saved
+            raise Interrupted(self.stop_signal)
 
     def stopped_at_step(self) -> bool:
         """Whether the config's ``stop_at`` step is reached (a run cut short on purpose, e.g.
         to reproduce a run that stopped early; the schedule still spans the whole phase)."""
         return 0 < self.config.stop_at <= self.step
 
-    def request_stop(self) -> None:
-        self.stop_requested = True
+    @property
+    def stop_requested(self) -> bool:
+        return self.stop_signal > 0
+
+    def request_stop(self, signum: int) -> None:
+        """Ctrl-C or SIGTERM (``signum``): stop after the current step, and save."""
+        self.stop_signal = signum
 
     def agreed_stop(self) -> bool:
-        """Ctrl-C reaches the ranks at different moments: all stop when one asked to."""
-        self.stop_requested = distributed.any_rank(self.stop_requested)
+        """Ctrl-C or SIGTERM reaches the ranks at different moments (or only one of them):
+        all stop when one asked to, and report the same signal (SIGTERM over Ctrl-C)."""
+        self.stop_signal = distributed.max_over_ranks(self.stop_signal)
         return self.stop_requested
 
     def stop_now(self, boundary: bool) -> bool:
-        """Whether to stop before the next step: one process stops at once after Ctrl-C;
+        """Whether to stop before the next step: one process stops at once after a signal;
         several agree at the next ``boundary`` step (log, validation or save), as a vote
         every step would make every GPU wait every step."""
         if self.share.count == 1:
@@ -724,6 +817,14 @@ def plot_run(run_dir: Path) -> Path | None:
                        run_dir / PLOT_FILE)
 
 
+def warn_ignored_options(config: TrainConfig, console: Console) -> None:
+    """Say when options of the config have no effect (said even with --quiet)."""
+    if config.degradation != "realistic" and config.realistic != RealisticDegradation():
+        console.print(f"warning: the [realistic] table is ignored: degradation is "
+                      f"{config.degradation!r} (set degradation = \"realistic\" to use it)",
+                      markup=False, highlight=False, soft_wrap=True)
+
+
 def train(
     config: TrainConfig,
     run_dir: str | Path,
@@ -736,10 +837,11 @@ def train(
     """Run (or ``resume``) the training ``config`` describes in ``run_dir``.
 
     Returns the path of the trained generator (``RUN_DIR/generator.safetensors``). Raises
-    ``TrainingError`` for bad options, missing data and repeated non-finite losses, and
-    ``KeyboardInterrupt`` after saving when Ctrl-C stopped it. ``on_step(step)`` is called
-    after every step. Under torchrun every rank calls this; ``config.batch_size`` is the
-    global batch, split evenly over the ranks.
+    ``TrainingError`` for bad options, missing data and repeated non-finite losses,
+    ``NothingToTrain`` (a TrainingError) when a resumed run is already at its last step, and
+    ``signals.Interrupted`` (a KeyboardInterrupt) after saving when Ctrl-C or SIGTERM
+    stopped it. ``on_step(step)`` is called after every step. Under torchrun every rank
+    calls this; ``config.batch_size`` is the global batch, split evenly over the ranks.
     """
     run_dir = Path(run_dir)
     if not config.data:
@@ -750,9 +852,7 @@ def train(
     rank, world, device = distributed.init(config.device)  # under torchrun: join the group
     data.rank_batch_size(config.batch_size, world)  # refuse an uneven split before writing
     main = rank == 0
-    check_vgg_weights(config)
-    if main:
-        check_run_dir(run_dir, resume, overwrite)
+    stale = check_run_dir(run_dir, resume, overwrite) if main else []
     if not resume:
         try:
             config = resolve_init(config)
@@ -762,9 +862,15 @@ def train(
         # data, validation images and networks first: a run that cannot start (or Ctrl-C
         # now) leaves no run folder behind, so the same command can simply be run again
         trainer = Trainer(config, run_dir, display, device, rank, world)
+        try:
+            trainer.prepare(resume)
+        except NothingToTrain:  # every rank decided so from the same state
+            distributed.finish()
+            raise
         if main:
-            if overwrite and not resume:
-                clear_run_dir(run_dir)
+            warn_ignored_options(config, display.console)
+            for path in stale:
+                path.unlink(missing_ok=True)
             run_dir.mkdir(parents=True, exist_ok=True)
         distributed.barrier()  # the other ranks read the run folder once rank 0 has prepared it
         trainer.run(resume, on_step)
