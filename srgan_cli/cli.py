@@ -21,6 +21,7 @@ from . import __version__, images
 from .checkpoints import DEFAULT_MODEL, PERCEPTION_ENDS, REGISTRY, weights_dir
 from .errors import SrganError
 from .json_output import to_json
+from .models import NORMS
 
 if TYPE_CHECKING:
     from .training.distributed import Shard
@@ -531,6 +532,11 @@ def benchmark_command(
               help="The GAN phase's discriminator: vgg (the paper's, one logit per patch) or "
               "unet (Real-ESRGAN's U-Net with spectral norm, one logit per pixel; patch size "
               "a multiple of 8). [default: vgg]")
+@click.option("--norm", type=click.Choice(NORMS),
+              help="Generator normalisation: batch (the paper's BatchNorm) or none (as "
+              "ESRGAN; BatchNorm statistics averaged over degraded batches shift colours). "
+              "With --init a batch checkpoint is folded into the none network. "
+              "[default: batch]")
 @click.option("--compile/--no-compile", "compile_", default=None,
               help="torch.compile the networks. [default: off]")
 @click.option("--sync-bn/--no-sync-bn", "sync_bn", default=None,
