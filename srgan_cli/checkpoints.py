@@ -339,9 +339,10 @@ def interpolate_generators(fidelity: Generator, realism: Generator, t: float) ->
     interpolation, Wang et al. 2018): one knob from the PSNR model to the GAN model.
 
     Both networks must share one architecture (``GeneratorConfig``) but for ``norm``; ``t``
-    is in [0, 1]. ``t = 0`` and ``t = 1`` return exact copies of ``fidelity`` and ``realism``.
-    Float tensors (weights, BN statistics) are mixed; integer ones (``num_batches_tracked``)
-    are taken from ``fidelity``. The result is on ``fidelity``'s device, in eval mode.
+    is in [0, 1]. ``t = 0`` and ``t = 1`` return exact copies of ``fidelity`` and ``realism``
+    (of the folded one, below, when their ``norm`` differs). Float tensors (weights, BN
+    statistics) are mixed; integer ones (``num_batches_tracked``) are taken from
+    ``fidelity``. The result is on ``fidelity``'s device, in eval mode.
 
     A ``batch`` and a ``none`` network cannot be mixed weight by weight (one has tensors the
     other lacks), so the ``batch`` one is first folded into the equal ``none`` network
