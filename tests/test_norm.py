@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from conftest import TINY
 from PIL import Image
 from safetensors.torch import load_file, save_file
+from test_distributed_train import torchrun_train, train_losses
 from test_train import assert_same_states, interrupt_at, random_png, tiny
 
 from srgan_cli import Upscaler
@@ -268,6 +269,21 @@ def test_sync_bn_leaves_a_none_generator_as_it_is():
     gen = none_generator()
     before = [type(m) for m in gen.modules()]
     assert [type(m) for m in sync_batchnorm.convert(gen, torch.device("cpu")).modules()] == before
+
+
+def test_two_processes_with_sync_bn_train_a_none_generator_like_one(tmp_path, hr_dir):
+    """Under torchrun (two CPU processes, gloo) ``--sync-bn`` has nothing to convert in a
+    ``none`` generator, and DDP's averaged gradients make the same steps as one process."""
+    config = tiny(hr_dir, norm="none", pretrain_steps=2, batch_size=4, workers=0)
+    train(config, tmp_path / "single")
+    config_file = save_config(config, tmp_path / "none.toml")
+    torchrun_train("--config", str(config_file), "--out", str(tmp_path / "ddp"), "--sync-bn",
+                   cwd=tmp_path)
+    one, two = train_losses(tmp_path / "single"), train_losses(tmp_path / "ddp")
+    assert [r["step"] for r in two] == [1, 2]
+    for mine, expected in zip(two, one, strict=True):
+        assert mine == pytest.approx(expected, rel=1e-5)
+    assert load_generator(tmp_path / "ddp" / "generator.safetensors").config.norm == "none"
 
 
 def test_cli_norm_option_and_config_key(tmp_path, hr_dir):
