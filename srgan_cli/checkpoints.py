@@ -4,7 +4,8 @@ A checkpoint is a safetensors file holding the generator's state dict; its metad
 (string to string) holds everything needed to rebuild and trust it:
 
 * ``format`` = ``srgan-checkpoint``, ``format_version`` = ``1``
-* ``architecture`` = ``srresnet`` and ``config``: JSON of ``GeneratorConfig``
+* ``architecture`` = ``srresnet`` and ``config``: JSON of ``GeneratorConfig`` (its ``norm``
+  too; files without it, the shipped weights among them, are ``batch``)
 * ``scale``: the upscaling factor (also inside ``config``; repeated for quick reading)
 * ``value_range``: ``[0, 1]``, the image convention of ``models.py``
 * ``training``: JSON of how it was trained (data, phase, steps, losses, ...), free-form
@@ -22,7 +23,7 @@ import json
 import os
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -31,6 +32,7 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .errors import CheckpointError
+from .fast import without_batchnorm
 from .models import VALUE_RANGE, Generator, GeneratorConfig
 
 FORMAT_NAME = "srgan-checkpoint"
@@ -173,9 +175,10 @@ def infer_config(state: dict[str, torch.Tensor]) -> GeneratorConfig:
         stages = {int(m.group(1)) for k in state if (m := re.match(r"upsample\.(\d+)\.", k))}
     except KeyError as e:
         raise CheckpointError(f"not an SRResNet state dict (missing {e})") from e
+    batchnorm = any(re.match(r"(body\.\d+\.bn\d|body_tail\.1)\.", k) for k in state)
     return GeneratorConfig(
         scale=2 ** len(stages), num_blocks=len(blocks),
-        channels=head.shape[0], in_channels=head.shape[1],
+        channels=head.shape[0], in_channels=head.shape[1], norm="batch" if batchnorm else "none",
     )
 
 
@@ -335,19 +338,29 @@ def interpolate_generators(fidelity: Generator, realism: Generator, t: float) ->
     """A generator whose weights are ``(1 - t) * fidelity + t * realism`` (ESRGAN's network
     interpolation, Wang et al. 2018): one knob from the PSNR model to the GAN model.
 
-    Both networks must share one architecture (``GeneratorConfig``); ``t`` is in [0, 1].
-    ``t = 0`` and ``t = 1`` return exact copies of ``fidelity`` and ``realism``. Float
-    tensors (weights, BN statistics) are mixed; integer ones (``num_batches_tracked``) are
-    taken from ``fidelity``. The result is on ``fidelity``'s device, in eval mode.
+    Both networks must share one architecture (``GeneratorConfig``) but for ``norm``; ``t``
+    is in [0, 1]. ``t = 0`` and ``t = 1`` return exact copies of ``fidelity`` and ``realism``
+    (of the folded one, below, when their ``norm`` differs). Float tensors (weights, BN
+    statistics) are mixed; integer ones (``num_batches_tracked``) are taken from
+    ``fidelity``. The result is on ``fidelity``'s device, in eval mode.
+
+    A ``batch`` and a ``none`` network cannot be mixed weight by weight (one has tensors the
+    other lacks), so the ``batch`` one is first folded into the equal ``none`` network
+    (``fast.without_batchnorm``): the weights a ``none`` run started from it (``--init``)
+    began with. The mix is then a ``none`` network; its ends compute the two inputs'
+    functions up to float rounding.
     """
     if not 0.0 <= t <= 1.0:
         raise CheckpointError(f"perception must be between 0 and 1, got {t}")
-    if fidelity.config != realism.config:
+    if replace(fidelity.config, norm="none") != replace(realism.config, norm="none"):
         raise CheckpointError(
             "cannot mix two different architectures: "
             f"{fidelity.config.to_dict()} and {realism.config.to_dict()} (the scale, blocks "
             "and channels must match)"
         )
+    if fidelity.config.norm != realism.config.norm:
+        fidelity, realism = (g if g.config.norm == "none" else without_batchnorm(g)
+                             for g in (fidelity, realism))
     a, b = fidelity.state_dict(), realism.state_dict()
     mixed = {}
     for name, value in a.items():

@@ -26,6 +26,7 @@ from . import __version__, images
 from .checkpoints import DEFAULT_MODEL, PERCEPTION_ENDS, REGISTRY, weights_dir
 from .errors import SrganError
 from .json_output import to_json
+from .models import NORMS
 from .signals import describe, exit_status, sigterm_as_interrupt
 
 if TYPE_CHECKING:
@@ -649,6 +650,11 @@ def benchmark_command(
               help="The GAN phase's discriminator: vgg (the paper's, one logit per patch) or "
               "unet (Real-ESRGAN's U-Net with spectral norm, one logit per pixel; patch size "
               "a multiple of 8). [default: vgg]")
+@click.option("--norm", type=click.Choice(NORMS),
+              help="Generator normalisation: batch (the paper's BatchNorm) or none (as "
+              "ESRGAN; BatchNorm statistics averaged over degraded batches shift colours). "
+              "With --init a batch checkpoint is folded into the none network. "
+              "[default: batch]")
 @click.option("--compile/--no-compile", "compile_", default=None,
               help="torch.compile the networks. [default: off]")
 @click.option("--sync-bn/--no-sync-bn", "sync_bn", default=None,

@@ -3,7 +3,10 @@
 ``prepare_for_inference(generator)`` returns a copy (the original is left untouched) with:
 
 * BatchNorm folded into the convolution before it. In eval mode BN is a per-channel affine
-  map, so ``bn(conv(x))`` is one convolution with scaled weights and a shifted bias.
+  map, so ``bn(conv(x))`` is one convolution with scaled weights and a shifted bias. (A
+  ``norm = "none"`` generator has nothing to fold; the other steps apply all the same.
+  ``without_batchnorm`` uses the same folding to turn a ``batch`` generator into an equal
+  ``none`` one, for training and ``--perception``.)
 * The tail convolution moved before the last PixelShuffle (``ShuffledConv``). The paper's
   tail is a 9x9 conv 64 -> 3 at output resolution: three output channels make a poor
   matrix product. A kxk conv of ``pixel_shuffle(z, r)`` equals ``pixel_shuffle`` of a
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +63,42 @@ def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     folded.weight.copy_(f64(conv.weight) * scale.view(-1, 1, 1, 1))
     folded.bias = nn.Parameter(bias.to(conv.weight))
     return folded
+
+
+def _conv_bn_pairs(generator: Generator) -> list[tuple[nn.Module, str, str]]:
+    """(parent module, conv name, BatchNorm name) of each conv a BatchNorm follows; empty for
+    a ``norm = "none"`` generator."""
+    pairs: list[tuple[nn.Module, str, str]] = []
+    for block in generator.body:
+        if isinstance(block, ResidualBlock):
+            pairs += [(block, "conv1", "bn1"), (block, "conv2", "bn2")]
+    pairs.append((generator.body_tail, "0", "1"))
+    return [(parent, conv, bn) for parent, conv, bn in pairs
+            if isinstance(getattr(parent, bn), nn.BatchNorm2d)]
+
+
+def _fold_all_batchnorm(generator: Generator) -> None:
+    """In place: each BatchNorm folded into its conv (``fold_batchnorm``), then replaced by
+    ``nn.Identity``, the layer a ``norm = "none"`` generator has there."""
+    for parent, conv, bn in _conv_bn_pairs(generator):
+        setattr(parent, conv, fold_batchnorm(getattr(parent, conv), getattr(parent, bn)))
+        setattr(parent, bn, nn.Identity())
+
+
+def without_batchnorm(generator: Generator) -> Generator:
+    """A new ``norm = "none"`` generator computing the same function as ``generator`` in eval
+    mode: each BatchNorm (its running statistics) folded into the conv before it.
+
+    The result is in eval mode, on ``generator``'s device and dtype; ``generator`` is not
+    changed. A ``none`` generator comes back as an equal copy. Outputs agree to float
+    rounding (fp32: about 1e-6 on [0, 1] images).
+    """
+    folded = copy.deepcopy(generator).eval()
+    _fold_all_batchnorm(folded)
+    plain = Generator(replace(generator.config, norm="none"))
+    plain.load_state_dict(folded.state_dict())  # the same names: a strict load proves it
+    weight = next(generator.parameters())
+    return plain.to(device=weight.device, dtype=weight.dtype).eval()
 
 
 class ShuffledConv(nn.Module):
@@ -143,12 +183,7 @@ def prepare_for_inference(
     """
     fast = copy.deepcopy(generator).eval()
     if fold_bn:
-        for block in fast.body:
-            if isinstance(block, ResidualBlock):
-                block.conv1, block.bn1 = fold_batchnorm(block.conv1, block.bn1), nn.Identity()
-                block.conv2, block.bn2 = fold_batchnorm(block.conv2, block.bn2), nn.Identity()
-        conv, bn = fast.body_tail
-        fast.body_tail = nn.Sequential(fold_batchnorm(conv, bn))
+        _fold_all_batchnorm(fast)  # fast.config stays: the copy stands for the same model
     if shuffled_tail:
         last: UpsampleStage = fast.upsample[-1]
         factor = last.shuffle.upscale_factor

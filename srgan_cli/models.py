@@ -31,22 +31,31 @@ VALUE_RANGE = (0.0, 1.0)
 
 SUPPORTED_SCALES = (2, 4, 8)
 
+NORMS = ("batch", "none")
+"""The generator's normalisation (``GeneratorConfig.norm``): ``batch``, the paper's BatchNorm
+after each conv of the body; ``none``, no normalisation (ESRGAN, Real-ESRGAN), whose output
+does not depend on statistics averaged over training batches."""
+
 
 @dataclass(frozen=True)
 class GeneratorConfig:
     """Architecture of an SRResNet generator; a checkpoint stores it so a file rebuilds its model.
 
-    The defaults are the paper's: 16 residual blocks of 64 channels, x4 by two sub-pixel stages.
+    The defaults are the paper's: 16 residual blocks of 64 channels with BatchNorm, x4 by two
+    sub-pixel stages. ``norm`` is one of ``NORMS``.
     """
 
     scale: int = 4
     num_blocks: int = 16
     channels: int = 64
     in_channels: int = 3
+    norm: str = "batch"
 
     def __post_init__(self) -> None:
         if self.scale not in SUPPORTED_SCALES:
             raise ValueError(f"scale must be one of {SUPPORTED_SCALES}, got {self.scale}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
         if self.num_blocks < 0 or self.channels < 1 or self.in_channels < 1:
             raise ValueError(f"invalid generator config: {self}")
 
@@ -54,20 +63,24 @@ class GeneratorConfig:
     def num_upsample_stages(self) -> int:
         return int(math.log2(self.scale))
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, int | str]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> GeneratorConfig:
-        """Build from a dict, ignoring unknown keys (forward compatibility), ints coerced."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: int(v) for k, v in values.items() if k in names})
+        """Build from a dict (a checkpoint's ``config``), ignoring unknown keys (forward
+        compatibility), each value converted to its field's type. A dict without ``norm``
+        (files written before the option existed) describes the paper's ``batch`` network."""
+        convert = {f.name: int if f.type == "int" else str for f in fields(cls)}
+        return cls(**{k: convert[k](v) for k, v in values.items() if k in convert})
 
     def receptive_radius(self) -> int:
         """How many LR pixels on each side influence one output pixel (rounded up).
 
         Tiling uses this as its overlap, so tiled and untiled outputs agree exactly
-        (up to float rounding) instead of being blended over a seam.
+        (up to float rounding) instead of being blended over a seam. Only the convolutions
+        count: BatchNorm (eval mode), PReLU and the shuffle are pointwise, so ``norm`` does not
+        change it.
         """
         lr_radius = 4.0  # head: 9x9 conv at LR resolution
         lr_radius += self.num_blocks * 2 * 1  # two 3x3 convs per residual block
@@ -80,16 +93,28 @@ class GeneratorConfig:
         return math.ceil(lr_radius)
 
 
-class ResidualBlock(nn.Module):
-    """conv3x3 - BN - PReLU - conv3x3 - BN, plus the identity skip. (N, C, H, W) -> same."""
+def norm_layer(norm: str, channels: int) -> nn.Module:
+    """The layer after a body conv: BatchNorm for ``batch``, the identity for ``none``.
 
-    def __init__(self, channels: int) -> None:
+    Every conv keeps its bias either way (BatchNorm makes it redundant, not wrong), so a
+    ``none`` network's state dict is a ``batch`` one's without the BatchNorm entries, and
+    BatchNorm folded into its conv (``fast.without_batchnorm``) loads into it directly.
+    """
+    return nn.BatchNorm2d(channels) if norm == "batch" else nn.Identity()
+
+
+class ResidualBlock(nn.Module):
+    """conv3x3 - BN - PReLU - conv3x3 - BN, plus the identity skip. (N, C, H, W) -> same.
+
+    With ``norm = "none"`` both BN are the identity (no parameters, no state)."""
+
+    def __init__(self, channels: int, norm: str = "batch") -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.bn1 = nn.BatchNorm2d(channels)
+        self.bn1 = norm_layer(norm, channels)
         self.act = nn.PReLU()
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.bn2 = nn.BatchNorm2d(channels)
+        self.bn2 = norm_layer(norm, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.bn2(self.conv2(self.act(self.bn1(self.conv1(x)))))
@@ -112,15 +137,19 @@ class UpsampleStage(nn.Module):
 
 
 class Generator(nn.Module):
-    """SRResNet: (N, 3, H, W) in [0, 1] -> (N, 3, scale*H, scale*W), approximately [0, 1]."""
+    """SRResNet: (N, 3, H, W) in [0, 1] -> (N, 3, scale*H, scale*W), approximately [0, 1].
+
+    ``config.norm = "none"`` drops BatchNorm (``norm_layer``): the same layers and names
+    otherwise, and the same function in train and eval mode."""
 
     def __init__(self, config: GeneratorConfig | None = None) -> None:
         super().__init__()
         self.config = config = config or GeneratorConfig()
         c = config.channels
         self.head = nn.Sequential(nn.Conv2d(config.in_channels, c, 9, padding=4), nn.PReLU())
-        self.body = nn.Sequential(*[ResidualBlock(c) for _ in range(config.num_blocks)])
-        self.body_tail = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c))
+        self.body = nn.Sequential(*[ResidualBlock(c, config.norm)
+                                    for _ in range(config.num_blocks)])
+        self.body_tail = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), norm_layer(config.norm, c))
         stages = [UpsampleStage(c) for _ in range(config.num_upsample_stages)]
         self.upsample = nn.Sequential(*stages)
         self.tail = nn.Conv2d(c, config.in_channels, 9, padding=4)

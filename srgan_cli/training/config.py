@@ -20,7 +20,7 @@ from typing import Any
 from ..degradation import DEGRADATIONS, RealisticDegradation
 from ..errors import TrainingError
 from ..losses import GAN_LOSSES, PIXEL_LOSSES
-from ..models import DISCRIMINATORS, UNET_SIZE_MULTIPLE
+from ..models import DISCRIMINATORS, NORMS, UNET_SIZE_MULTIPLE
 from ..vgg import layer_names, min_input_size
 
 PHASES = ("pretrain", "gan", "all")
@@ -45,9 +45,11 @@ class TrainConfig:
     degradation: str = "bicubic"  # bicubic (the paper) | realistic (Real-ESRGAN, real photos)
     realistic: RealisticDegradation = field(default_factory=RealisticDegradation)
 
-    # networks (ignored for the generator when --init gives one)
+    # networks (--init's checkpoint gives the generator's scale, blocks and channels; the
+    # run keeps its own norm)
     num_blocks: int = 16
     channels: int = 64
+    norm: str = "batch"  # batch (the paper) | none (no BatchNorm; --init folds a batch one)
     discriminator: str = "vgg"  # vgg (the paper) | unet (Real-ESRGAN's, spectral norm)
     disc_channels: int = 64  # the discriminator's first conv width (both kinds)
     init: str = ""  # generator to start from: checkpoint path, registry name or hf://
@@ -92,7 +94,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         choices = {"degradation": DEGRADATIONS, "phase": PHASES, "pretrain_schedule": SCHEDULES,
                    "gan_schedule": SCHEDULES, "precision": PRECISIONS, "pixel_loss": PIXEL_LOSSES,
-                   "gan_loss": GAN_LOSSES, "discriminator": DISCRIMINATORS}
+                   "gan_loss": GAN_LOSSES, "discriminator": DISCRIMINATORS, "norm": NORMS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise TrainingError(

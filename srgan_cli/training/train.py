@@ -47,6 +47,7 @@ from .. import benchmark, losses, metrics
 from ..checkpoints import load_generator, resolve_model, save_checkpoint
 from ..degradation import RealisticDegradation
 from ..errors import CheckpointError, ImageError, SrganError, TrainingError
+from ..fast import without_batchnorm
 from ..images import check_writable_folder
 from ..models import Generator, GeneratorConfig, build_discriminator
 from ..signals import Interrupted, deferred_interrupt, describe
@@ -196,12 +197,30 @@ def select_by_where(condition: torch.Tensor, if_true: list[torch.Tensor],
 
 
 def resolve_init(config: TrainConfig) -> TrainConfig:
-    """Take the generator architecture from ``config.init`` when it names a checkpoint."""
+    """Take the generator architecture from ``config.init`` when it names a checkpoint; the
+    run keeps its ``norm``, which the checkpoint must be able to start (``init_generator``)."""
     if not config.init:
         return config
     gen_config = load_generator(resolve_model(config.init)).config
+    check_init_norm(gen_config.norm, config.norm)
     return replace(config, scale=gen_config.scale, num_blocks=gen_config.num_blocks,
                    channels=gen_config.channels)
+
+
+def check_init_norm(source: str, run: str) -> None:
+    """A ``none`` checkpoint cannot start a ``batch`` run: BatchNorm statistics cannot be
+    recovered from a network without them (the other way round they fold away)."""
+    if source == "none" and run == "batch":
+        raise TrainingError('the checkpoint has no BatchNorm (norm = "none") and this run '
+                            'asks for norm = "batch": train with --norm none')
+
+
+def init_generator(source: Generator, norm: str) -> Generator:
+    """``source`` as the starting point of a run with ``norm``: itself when the norms match;
+    for a ``batch`` source and a ``none`` run, the equal ``none`` network (each BatchNorm's
+    eval-mode statistics folded into its conv, ``fast.without_batchnorm``)."""
+    check_init_norm(source.config.norm, norm)
+    return source if source.config.norm == norm else without_batchnorm(source)
 
 
 def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> list[Path]:
@@ -289,7 +308,7 @@ class Trainer:
 
         torch.manual_seed(config.seed)
         gen_config = GeneratorConfig(scale=config.scale, num_blocks=config.num_blocks,
-                                     channels=config.channels)
+                                     channels=config.channels, norm=config.norm)
         self.generator = self.place(Generator(gen_config)).train()
         self.ema = EMA(self.generator, config.ema) if config.ema > 0 else None
         self.g_parallel = self.parallel(self.generator)
@@ -346,10 +365,13 @@ class Trainer:
                 "decoded_mb": round(found.decoded_bytes / 2**20, 1)}
 
     def load_init(self) -> None:
-        """Start the generator from ``config.init`` (architecture already matched)."""
+        """Start the generator from ``config.init`` (architecture already matched; a
+        BatchNorm checkpoint starting a ``norm = "none"`` run is folded first, so the run
+        starts from the same function)."""
         try:
             source = load_generator(resolve_model(self.config.init))
-        except CheckpointError as e:
+            source = init_generator(source, self.config.norm)
+        except (CheckpointError, TrainingError) as e:
             raise TrainingError(f"--init: {e}") from e
         self.generator.load_state_dict(source.state_dict())
         if self.ema is not None:
