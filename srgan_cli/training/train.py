@@ -96,13 +96,26 @@ def plan_phases(config: TrainConfig) -> list[Phase]:
 
 
 def learning_rate(config: TrainConfig, schedule: str, phase_step: int, phase_steps: int) -> float:
-    """The learning rate of step ``phase_step`` (0-based) of a phase of ``phase_steps`` steps."""
+    """The learning rate of step ``phase_step`` (0-based) of a phase of ``phase_steps`` steps:
+    the schedule's, times ``(phase_step + 1) / warmup_steps`` during the phase's first
+    ``warmup_steps`` steps (a linear warm-up whose last step reaches the schedule's rate).
+
+    A pure function of the step, so a resumed run continues the same rates."""
+    rate = scheduled_rate(config, schedule, phase_step, phase_steps)
+    if phase_step + 1 < config.warmup_steps:  # (the last warm-up step: the schedule's, exactly)
+        rate = rate * (phase_step + 1) / config.warmup_steps
+    return rate
+
+
+def scheduled_rate(config: TrainConfig, schedule: str, phase_step: int, phase_steps: int) -> float:
+    """The schedule's learning rate at ``phase_step``, from the peak ``config.scaled_lr``."""
+    peak = config.scaled_lr
     if schedule == "step":
         decayed = phase_step >= config.decay_at * phase_steps
-        return config.lr * (config.decay_factor if decayed else 1.0)
+        return peak * (config.decay_factor if decayed else 1.0)
     if schedule == "cosine":
-        return 0.5 * config.lr * (1 + math.cos(math.pi * phase_step / max(phase_steps, 1)))
-    return config.lr
+        return 0.5 * peak * (1 + math.cos(math.pi * phase_step / max(phase_steps, 1)))
+    return peak
 
 
 def cuda_kernels(device: torch.device) -> bool:
