@@ -631,6 +631,11 @@ def benchmark_command(
               "blur/resize/noise/JPEG, for real photos; ranges in the config's [realistic] "
               "table). [default: bicubic]")
 @click.option("--lr", type=FiniteFloat(), help="Adam learning rate. [default: 1e-4]")
+@click.option("--warmup-steps", type=int, help="Raise the learning rate linearly over the "
+              "first N steps of each phase, then follow its schedule. [default: 0]")
+@click.option("--lr-scaling", type=click.Choice(["none", "sqrt"]),
+              help="Scale --lr for the batch size: sqrt = x sqrt(batch size / "
+              "lr_reference_batch, 16), the square-root rule for Adam. [default: none]")
 @click.option("--init", help="Generator to start from (path, registry name or hf://).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out where it stopped.")
 @click.option("--overwrite", is_flag=True, help="Start again in a --out that holds a run.")

@@ -18,6 +18,7 @@ from srgan_cli.errors import TrainingError
 from srgan_cli.training import data
 from srgan_cli.training.config import load_config, save_config, with_steps
 from srgan_cli.training.distributed import Shard
+from srgan_cli.training.speed import SPEED_KEYS
 from srgan_cli.training.train import train
 
 
@@ -46,7 +47,7 @@ def setup(tmp_path_factory):
 
 def train_losses(run_dir) -> list[dict]:
     """The numbers of the ``train`` records of a run's log (step, lr, losses)."""
-    return [{k: v for k, v in r.items() if k not in ("type", "phase", "it_s")}
+    return [{k: v for k, v in r.items() if k not in ("type", "phase", *SPEED_KEYS)}
             for r in log_records(run_dir) if r["type"] == "train"]
 
 

@@ -8,6 +8,7 @@
     distributed.py     torchrun: process groups, shares of a batch (also ``upscale --shard``)
     sync_batchnorm.py  BatchNorm statistics over all processes (``sync_bn``)
     loss_window.py     losses kept on the device until the loop reads them (no per-step sync)
+    speed.py           samples/s and the share of time spent waiting for data, per log window
     plot.py            ``curves.png`` from ``log.jsonl``
 
 The command line (``cli.py``) is a thin layer over ``train.train``.

@@ -10,6 +10,7 @@ The one nested table is ``[realistic]``: the ranges of ``degradation = "realisti
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import tomllib
@@ -25,6 +26,7 @@ from ..vgg import layer_names, min_input_size
 
 PHASES = ("pretrain", "gan", "all")
 SCHEDULES = ("constant", "step", "cosine")
+LR_SCALINGS = ("none", "sqrt")
 PRECISIONS = ("auto", "fp32", "bf16")
 RANDOM_VGG = "random"
 TOML_HEADER = "# srgan train: the resolved options of this run"  # how a run's config.toml begins
@@ -65,6 +67,9 @@ class TrainConfig:
     gan_schedule: str = "step"  # the paper: lr x0.1 for the second half
     decay_at: float = 0.5  # step schedule: fraction of the phase's steps
     decay_factor: float = 0.1
+    warmup_steps: int = 0  # lr rises linearly over each phase's first N steps; 0 = off
+    lr_scaling: str = "none"  # none | sqrt: lr x sqrt(batch_size / lr_reference_batch)
+    lr_reference_batch: int = 16  # the batch size ``lr`` is meant for (the paper's 16)
 
     # losses
     pixel_loss: str = "mse"  # pretrain loss, and the GAN phase's optional pixel term
@@ -93,18 +98,19 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         choices = {"degradation": DEGRADATIONS, "phase": PHASES, "pretrain_schedule": SCHEDULES,
-                   "gan_schedule": SCHEDULES, "precision": PRECISIONS, "pixel_loss": PIXEL_LOSSES,
-                   "gan_loss": GAN_LOSSES, "discriminator": DISCRIMINATORS, "norm": NORMS}
+                   "gan_schedule": SCHEDULES, "lr_scaling": LR_SCALINGS, "precision": PRECISIONS,
+                   "pixel_loss": PIXEL_LOSSES, "gan_loss": GAN_LOSSES,
+                   "discriminator": DISCRIMINATORS, "norm": NORMS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise TrainingError(
                     f"{name} = {getattr(self, name)!r}: choose one of {', '.join(allowed)}")
         positive = ("scale", "patch_size", "batch_size", "log_every", "val_every", "save_every",
-                    "keep", "max_nonfinite", "channels", "disc_channels")
+                    "keep", "max_nonfinite", "channels", "disc_channels", "lr_reference_batch")
         for name in positive:
             if getattr(self, name) < 1:
                 raise TrainingError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("pretrain_steps", "gan_steps"):  # 0 skips a phase of "all"
+        for name in ("pretrain_steps", "gan_steps", "warmup_steps"):  # 0 skips a phase / warm-up
             if getattr(self, name) < 0:
                 raise TrainingError(f"{name} must be at least 0, got {getattr(self, name)}")
         if sum(steps for _, steps in self.phases) < 1:
@@ -138,6 +144,15 @@ class TrainConfig:
         plan = {"pretrain": [("pretrain", self.pretrain_steps)], "gan": [("gan", self.gan_steps)]}
         plan["all"] = plan["pretrain"] + plan["gan"]
         return plan[self.phase]
+
+    @property
+    def scaled_lr(self) -> float:
+        """The peak learning rate: ``lr`` as given with ``lr_scaling = "none"``; with
+        ``"sqrt"``, ``lr x sqrt(batch_size / lr_reference_batch)`` (the square-root rule for
+        Adam, README "Large batches")."""
+        if self.lr_scaling == "sqrt":
+            return self.lr * math.sqrt(self.batch_size / self.lr_reference_batch)
+        return self.lr
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -6,9 +6,11 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from .speed import Speed
+
 
 class Display:
-    """The live progress line (step, losses, it/s, ETA, last validation) and messages."""
+    """The live progress line (step, speed, ETA, losses, last validation) and messages."""
 
     def __init__(self, quiet: bool, console: Console | None) -> None:
         self.quiet = quiet
@@ -32,18 +34,23 @@ class Display:
         """Show phase ``name``: ``step`` of ``end`` steps done."""
         self.progress.reset(self.task, total=end, completed=step, description=name, visible=True)
 
-    def update(self, step: int, rate: float | None = None, losses: dict | None = None,
+    def update(self, step: int, speed: Speed | None = None, losses: dict | None = None,
                val: dict | None = None) -> None:
         if losses is not None:
             self.losses = " ".join(f"{k} {v:.4g}" for k, v in losses.items())
         if val is not None:
             self.val = "val " + " ".join(f"{k} {v:.4g}" for k, v in val.items())
         fields = {"info": f"{self.losses}  {self.val}".strip()}
-        if rate is not None:
-            fields["rate"] = f"{rate:.2f} it/s"
+        if speed is not None:
+            fields["rate"] = speed_text(speed)
         self.progress.update(self.task, completed=step, **fields)
 
     def message(self, text: str) -> None:
         if not self.quiet:
             self.progress.console.print(text, highlight=False, soft_wrap=True)
 
+
+def speed_text(speed: Speed) -> str:
+    """The progress line's speed: steps/s, samples/s and the share of time spent on data."""
+    return (f"{speed.it_s:.2f} it/s {speed.samples_s:.1f} samples/s "
+            f"data {speed.data_wait:.0%}")

@@ -34,7 +34,6 @@ import copy
 import json
 import math
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -58,6 +57,7 @@ from .config import RANDOM_VGG, TOML_HEADER, TrainConfig, save_config
 from .display import Display
 from .loss_window import LossWindow, StepLosses
 from .plot import plot_curves
+from .speed import SpeedWindow
 from .state import (
     load_state,
     module_tensors,
@@ -107,13 +107,26 @@ def plan_phases(config: TrainConfig) -> list[Phase]:
 
 
 def learning_rate(config: TrainConfig, schedule: str, phase_step: int, phase_steps: int) -> float:
-    """The learning rate of step ``phase_step`` (0-based) of a phase of ``phase_steps`` steps."""
+    """The learning rate of step ``phase_step`` (0-based) of a phase of ``phase_steps`` steps:
+    the schedule's, times ``(phase_step + 1) / warmup_steps`` during the phase's first
+    ``warmup_steps`` steps (a linear warm-up whose last step reaches the schedule's rate).
+
+    A pure function of the step, so a resumed run continues the same rates."""
+    rate = scheduled_rate(config, schedule, phase_step, phase_steps)
+    if phase_step + 1 < config.warmup_steps:  # (the last warm-up step: the schedule's, exactly)
+        rate = rate * (phase_step + 1) / config.warmup_steps
+    return rate
+
+
+def scheduled_rate(config: TrainConfig, schedule: str, phase_step: int, phase_steps: int) -> float:
+    """The schedule's learning rate at ``phase_step``, from the peak ``config.scaled_lr``."""
+    peak = config.scaled_lr
     if schedule == "step":
         decayed = phase_step >= config.decay_at * phase_steps
-        return config.lr * (config.decay_factor if decayed else 1.0)
+        return peak * (config.decay_factor if decayed else 1.0)
     if schedule == "cosine":
-        return 0.5 * config.lr * (1 + math.cos(math.pi * phase_step / max(phase_steps, 1)))
-    return config.lr
+        return 0.5 * peak * (1 + math.cos(math.pi * phase_step / max(phase_steps, 1)))
+    return peak
 
 
 def cuda_kernels(device: torch.device) -> bool:
@@ -747,18 +760,20 @@ class Trainer:
         step_fn = self.pretrain_step if phase.name == "pretrain" else self.gan_step
         self.display.phase(phase.name, self.step, phase.end)
         self.window = LossWindow()
-        window_steps, window_start, boundary = 0, time.perf_counter(), True
+        speed, boundary = SpeedWindow(), True  # timings of the steps since the last log
         while (self.step < phase.end and not self.stop_now(boundary)
                and not self.stopped_at_step()):
             lr_value = learning_rate(cfg, schedule, self.step - phase.start, phase.steps)
             for optimizer in (self.opt_g, self.opt_d if phase.name == "gan" else None):
                 for group in optimizer.param_groups if optimizer else []:
                     group["lr"] = lr_value
-            step_losses = step_fn(*self.to_device(next(stream)))
+            with speed.waiting_for_data():
+                batch = self.to_device(next(stream))
+            step_losses = step_fn(*batch)
             if self.ema is not None:
                 self.ema.update(self.generator, step_losses.finite)
             self.step += 1
-            window_steps += 1
+            speed.step_done()
             self.window.add(self.step, step_losses)
             log_due = self.step % cfg.log_every == 0 or self.step == phase.end
             val_due = self.step % cfg.val_every == 0 or self.step == phase.end
@@ -766,23 +781,24 @@ class Trainer:
             boundary = log_due or val_due or save_due  # the same steps on every rank
             if boundary:
                 self.settle()
-            if log_due:
-                rate = window_steps / max(time.perf_counter() - window_start, 1e-9)
+            if log_due:  # after settle: the window's time includes the GPU's work
+                rate = speed.read(cfg.batch_size)
                 self.last_losses = self.window.means() or self.last_losses
                 self.log({"type": "train", "phase": phase.name, "step": self.step,
-                          "lr": lr_value, "it_s": rate, **self.last_losses})
+                          "lr": lr_value, **rate.record(), **self.last_losses})
                 self.display.update(self.step, rate, self.last_losses)
-                window_steps, window_start = 0, time.perf_counter()
             else:
                 self.display.update(self.step)
             if self.val_sets and val_due:
-                self.last_val = self.validate()
-                best = self.update_best(self.last_val)
+                with speed.paused():
+                    self.last_val = self.validate()
+                    best = self.update_best(self.last_val)
                 self.log({"type": "val", "phase": phase.name, "step": self.step, "best": best,
                           **self.last_val})
                 self.display.update(self.step, val=self.last_val)
             if save_due:
-                self.save()
+                with speed.paused():
+                    self.save()
             if on_step is not None:
                 on_step(self.step)
 
