@@ -34,13 +34,13 @@ Decisions (see also the docstrings below):
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import struct
 import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from srgan_cli import png
 from srgan_cli.errors import ImageError
 
 # File name endings we write, with their format, and all that mean "this should be an image".
@@ -172,7 +173,7 @@ def read_rgb_uint8(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> to
     return rgb.mul(255).round_().clamp_(0, 255).to(torch.uint8)
 
 
-@contextmanager
+@contextlib.contextmanager
 def _own_pixel_limit() -> Iterator[None]:
     """Switch off Pillow's global bomb check while we apply our own (configurable) limit."""
     saved = Image.MAX_IMAGE_PIXELS
@@ -378,7 +379,7 @@ def _png_strategy(level: int) -> int:
 
 def write_image(
     picture: Picture, path: str | Path, format: str | None = None, quality: int = 95,
-    png_compression: int = DEFAULT_PNG_COMPRESSION,
+    png_compression: int = DEFAULT_PNG_COMPRESSION, deflater: png.Deflater | None = None,
 ) -> list[str]:
     """Write a Picture atomically; returns warnings (e.g. 16 bits reduced to 8).
 
@@ -390,7 +391,8 @@ def write_image(
     ImageError (write PNG, WebP or TIFF instead); a fully opaque one is dropped.
     ICC profile, EXIF and DPI are written where the format stores them (EXIF: PNG, JPEG, WebP).
     `quality` applies to JPEG and WebP (WebP at 100 is lossless); `png_compression` is the
-    zlib level of PNG output (0 = none, fastest; 9 = smallest, slowest).
+    zlib level of PNG output (0 = none, fastest; 9 = smallest, slowest); ``deflater``: the
+    threads that deflate a large PNG (None: one per core, for this file alone).
     """
     path = Path(path)
     fmt = format_for(path, format)
@@ -424,7 +426,7 @@ def write_image(
 
         def save(file: BinaryIO) -> None:
             _write_png(file, pixels, **metadata, colour_chunks=picture.png_colour,
-                       level=png_compression)
+                       level=png_compression, deflater=deflater)
     else:
         image = _to_pillow(channels, sixteen)
         options = {key: value for key, value in metadata.items() if value is not None}
@@ -491,10 +493,7 @@ def _to_pillow(channels: torch.Tensor, sixteen: bool) -> Image.Image:
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
-    """One PNG chunk: length, type, body, CRC."""
-    crc = zlib.crc32(kind + body) & 0xFFFFFFFF
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+_png_chunk = png.chunk  # one PNG chunk as bytes: length, type, body, CRC
 
 
 def _png_chunks(file: BinaryIO) -> Iterator[tuple[bytes, bytes]]:
@@ -568,15 +567,18 @@ def _write_png(
     file: BinaryIO, pixels: np.ndarray, icc_profile: bytes | None = None,
     exif: bytes | None = None, dpi: tuple[float, float] | None = None,
     colour_chunks: tuple[tuple[bytes, bytes], ...] = (),
-    level: int = DEFAULT_PNG_COMPRESSION,
+    level: int = DEFAULT_PNG_COMPRESSION, deflater: png.Deflater | None = None,
 ) -> None:
     """Write a PNG file from (H, W, C) uint8 or uint16 pixels, C = 1..4 (L, LA, RGB, RGBA).
 
-    Streaming: rows are filtered and compressed a block at a time straight into ``file``, so
-    no whole-image copy of the pixels (filtered or compressed) is ever held; Pillow's writer
-    would first copy the image into its own 4-bytes-per-pixel buffer. 8-bit rows use the
-    filter Pillow picks (see _filter_rows) and zlib strategy _png_strategy(level); 16-bit rows
-    use "Sub" and the default strategy (Pillow cannot write 16-bit colour at all).
+    Streaming: rows are filtered and compressed a block (about _PNG_BLOCK_BYTES) at a time
+    straight into ``file``, so no whole-image copy of the pixels (filtered or compressed) is
+    ever held; Pillow's writer would first copy the image into its own 4-bytes-per-pixel
+    buffer. Each block is one independently deflated piece (``png.py``), filtered and
+    deflated on ``deflater``'s threads (None: a deflater for this file alone, one thread per
+    core); the file does not depend on the number of threads. 8-bit rows use the filter
+    Pillow picks (see _filter_rows) and zlib strategy _png_strategy(level); 16-bit rows use
+    "Sub" and the default strategy (Pillow cannot write 16-bit colour at all).
     Metadata: colour_chunks (gAMA, cHRM, sRGB, unchanged), ICC profile, DPI and EXIF.
     """
     height, width, channels = pixels.shape
@@ -595,31 +597,35 @@ def _write_png(
     if exif:
         _write_chunk(file, b"eXIf", exif.removeprefix(b"Exif\x00\x00"))
 
-    strategy = zlib.Z_DEFAULT_STRATEGY if sixteen else _png_strategy(level)
-    compressor = zlib.compressobj(level, zlib.DEFLATED, 15, 9, strategy)
     pixel_bytes = channels * pixels.itemsize
     row_bytes = width * pixel_bytes
     block_rows = max(1, _PNG_BLOCK_BYTES // max(1, row_bytes))
-    previous = np.zeros(row_bytes, np.uint8)  # the row above the first one is all zeros
-    for top in range(0, height, block_rows):
-        block = pixels[top : top + block_rows]
-        rows = np.ascontiguousarray(block, ">u2" if sixteen else np.uint8)
-        rows = rows.view(np.uint8).reshape(len(block), row_bytes)
-        scanlines = _filter_rows(rows, previous, pixel_bytes, adaptive=not sixteen)
-        _write_chunk(file, b"IDAT", compressor.compress(scanlines))
-        previous = rows[-1]
-    _write_chunk(file, b"IDAT", compressor.flush())
+
+    def row_bytes_of(rows: np.ndarray) -> np.ndarray:
+        """(R, W, C) pixels -> (R, row_bytes) uint8 as stored: 16-bit samples big-endian."""
+        stored = np.ascontiguousarray(rows, ">u2" if sixteen else np.uint8)
+        return stored.view(np.uint8).reshape(len(rows), row_bytes)
+
+    def scanlines(top: int) -> bytes:
+        """The filtered scanlines of the block of rows starting at ``top``."""
+        above = row_bytes_of(pixels[top - 1 : top])[0] if top else np.zeros(row_bytes, np.uint8)
+        rows = row_bytes_of(pixels[top : top + block_rows])
+        return _filter_rows(rows, above, pixel_bytes, adaptive=not sixteen).reshape(-1).data
+
+    strategy = zlib.Z_DEFAULT_STRATEGY if sixteen else _png_strategy(level)
+    total = height * (1 + row_bytes)
+    with contextlib.ExitStack() as own:
+        if deflater is None:
+            deflater = own.enter_context(png.Deflater())
+        for idat in png.idat_chunks(scanlines, range(0, height, block_rows), total, level,
+                                    strategy, deflater):
+            file.write(idat)
     _write_chunk(file, b"IEND", b"")
 
 
 def _write_chunk(file: BinaryIO, kind: bytes, body: bytes) -> None:
-    """Write one PNG chunk (length, type, body, CRC); an empty IDAT is skipped."""
-    if kind == b"IDAT" and not body:
-        return
-    crc = zlib.crc32(body, zlib.crc32(kind))
-    file.write(struct.pack(">I4s", len(body), kind))
-    file.write(body)
-    file.write(struct.pack(">I", crc))
+    """Write one PNG chunk (length, type, body, CRC)."""
+    file.write(png.chunk(kind, body))
 
 
 def _filter_rows(
