@@ -3,13 +3,15 @@
     uv run --frozen python scripts/folder_io.py --encode-threads 1,2
     uv run --frozen python scripts/folder_io.py --folder-only      # e.g. against older code
 
-1. Encode: one 4096x4096 8-bit RGB PNG (Set14's baboon, bicubic-enlarged, when
-   ../shared is there; else a generated smooth scene), written by srgan's writer (level 1)
-   with each thread count, and by Pillow's default ``save()`` (level 6, one thread).
+1. Encode: one 4096x4096 8-bit RGB PNG (a generated smooth scene: noise bicubic-enlarged
+   8x, or ``--photo`` enlarged), written by srgan's writer (level 1) with each thread count,
+   and by Pillow's default ``save()`` (level 6, one thread).
 2. Folder: 4 generated 768x768 PNGs through ``upscale_batch`` (``srgan upscale``'s loop,
    default limits) with a tiny network (1 block, 8 channels: the I/O dominates), against
    Pillow's default ``save()`` of the same 4 outputs one after another. The ratio is
-   folder wall time / Pillow's serial save time (issue 21's "CPU ratio").
+   folder wall time / Pillow's serial save time (issue 21's "CPU ratio"). Also timed: the
+   network alone on the 4 inputs (the folder's floor) and the 4 outputs written by as many
+   threads as the pipeline has writers.
 
 Prints Markdown rows. Wall times from time.perf_counter; nothing is averaged.
 """
@@ -27,18 +29,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-SET14 = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "Set14" / "baboon.png"
 
-
-def big_photo(side: int) -> np.ndarray:
-    """(side, side, 3) uint8: a real photo enlarged, or a smooth generated scene."""
-    if SET14.exists():
-        return np.asarray(Image.open(SET14).convert("RGB").resize((side, side), Image.BICUBIC))
+def big_photo(side: int, photo: Path | None) -> np.ndarray:
+    """(side, side, 3) uint8: ``photo`` enlarged (bicubic), or a smooth generated scene."""
+    if photo is not None:
+        return np.asarray(Image.open(photo).convert("RGB").resize((side, side), Image.BICUBIC))
     small = np.random.default_rng(0).integers(0, 256, (side // 8, side // 8, 3), np.uint8)
     return np.asarray(Image.fromarray(small).resize((side, side), Image.BICUBIC))
 
 
-def encode_rows(threads: list[int], side: int) -> None:
+def encode_rows(threads: list[int], side: int, photo: Path | None) -> None:
     from srgan_cli import images
 
     try:
@@ -46,7 +46,7 @@ def encode_rows(threads: list[int], side: int) -> None:
     except ImportError:  # code from before png.py: its one single-threaded writer
         png = None
 
-    pixels = big_photo(side)
+    pixels = big_photo(side, photo)
     megabytes = pixels.nbytes / 1e6
     print(f"| encoder ({side}x{side} RGB, {megabytes:.1f} MB raw) | s | MB/s raw | file MB |")
     print("|---|---|---|---|")
@@ -127,11 +127,13 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--size", type=int, default=768)
     parser.add_argument("--folder-only", action="store_true")
+    parser.add_argument("--photo", type=Path, help="the encoded image, enlarged to --side "
+                        "(e.g. ../shared/datasets/Set14/baboon.png); default: generated")
     args = parser.parse_args()
     print(f"python {sys.version.split()[0]}, torch {torch.__version__}, "
           f"Pillow {Image.__version__}\n")
     if not args.folder_only:
-        encode_rows([int(t) for t in args.encode_threads.split(",")], args.side)
+        encode_rows([int(t) for t in args.encode_threads.split(",")], args.side, args.photo)
         print()
     folder_row(args.images, args.size)
 
