@@ -35,6 +35,9 @@ SAFETY = 0.8
 DEFAULT_HOST_BUDGET = 4 * 2**30
 """CPU/MPS budget for one forward pass without ``--max-memory`` (4 GiB)."""
 
+PROBE_SIDE = 128
+"""Side (LR pixels) of the probe pass that measures CUDA bytes per pixel."""
+
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9,
           "gb": 10**9, "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30,
           "tib": 2**40}
@@ -77,9 +80,20 @@ def estimated_bytes_per_pixel(generator: Generator, element_size: int) -> int:
     return per_pixel * config.channels * element_size
 
 
+def cuda_accounting(device: torch.device) -> bool:
+    """Whether ``device``'s memory is CUDA's: the budget from its free memory and the bytes
+    per pixel measured by a probe pass (its allocator counts peaks); else (CPU, MPS) a host
+    budget and an estimate from the architecture."""
+    return device.type == "cuda"
+
+
 @torch.no_grad()
-def measured_bytes_per_pixel(run, device: torch.device, probe: int = 128) -> int:
-    """CUDA: peak allocated bytes of one ``run`` on a (1, 3, probe, probe) input, per pixel."""
+def measured_bytes_per_pixel(run, device: torch.device, probe: int = PROBE_SIDE) -> int:
+    """CUDA: peak allocated bytes of one ``run`` on a (1, 3, probe, probe) input, per pixel.
+
+    ``run`` may raise torch.OutOfMemoryError (a GPU that another process fills): the caller
+    retries with a smaller probe (``Upscaler.tile_for``).
+    """
     torch.cuda.synchronize(device)
     before = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)
@@ -115,11 +129,14 @@ def available_memory() -> int | None:
         if cap is not None and used is not None and cap < 2**60:  # v1: 2**63 means none
             known.append(max(cap - used, 0))
     known = [k for k in known if k is not None]
-    if known:
-        return min(known)
+    return min(known) if known else host_ram()
+
+
+def host_ram() -> int | None:
+    """The machine's RAM in bytes, or None where the OS does not say (not POSIX)."""
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # not POSIX
+    except (ValueError, OSError, AttributeError):
         return None
 
 
@@ -134,9 +151,20 @@ def host_budget(max_memory: int | None) -> int:
     return min(DEFAULT_HOST_BUDGET, available // 2)
 
 
+def pipeline_budget() -> int:
+    """Bytes of decoded inputs and finished outputs a folder's pipeline may hold at once
+    (``upscale.PipelineLimits``): ``DEFAULT_HOST_BUDGET``, at most a quarter of the RAM.
+
+    4 GiB holds 85 outputs of 4096x4096 RGB (enough to keep every core of a large machine
+    writing) but only one gigapixel output, so huge images are written one at a time.
+    """
+    ram = host_ram()
+    return DEFAULT_HOST_BUDGET if ram is None else min(DEFAULT_HOST_BUDGET, ram // 4)
+
+
 def device_budget(device: torch.device, max_memory: int | None) -> int:
     """Bytes the network may use on ``device``: free CUDA memory or the host budget, capped."""
-    if device.type == "cuda":
+    if cuda_accounting(device):
         free, _ = torch.cuda.mem_get_info(device)
         return free if max_memory is None else min(free, max_memory)
     return host_budget(max_memory)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from . import images, memory
+from . import images, memory, png
 from .checkpoints import DEFAULT_MODEL, PERCEPTION_ENDS, load_model, load_perception_model
 from .errors import ImageError, InputError, SrganError
 from .fast import prepare_for_inference
@@ -381,28 +381,64 @@ class Upscaler:
     # ------------------------------------------------------------------ tiles and memory
 
     def bytes_per_pixel(self) -> int:
-        """Network memory per LR input pixel at this precision (times ``tile_batch``)."""
+        """Network memory per LR input pixel at this precision (times ``tile_batch``).
+
+        CUDA: measured once by a probe pass of ``_probe_side()`` pixels; may raise
+        torch.OutOfMemoryError (``tile_for`` retries). CPU/MPS: estimated, no pass.
+        """
         if self._bytes_per_pixel is None:
-            if self.device.type == "cuda":
-                per_pixel = memory.measured_bytes_per_pixel(self._forward, self.device)
+            if memory.cuda_accounting(self.device):
+                per_pixel = memory.measured_bytes_per_pixel(self._forward, self.device,
+                                                            self._probe_side())
             else:
                 size = 2 if self.dtype is not None else 4
                 per_pixel = memory.estimated_bytes_per_pixel(self.generator, size)
             self._bytes_per_pixel = per_pixel * self.tile_batch
         return self._bytes_per_pixel
 
+    def _probe_side(self) -> int:
+        """``memory.PROBE_SIDE``, or the tile cap once out-of-memory retries lowered it."""
+        return min(memory.PROBE_SIDE, self._tile_cap or memory.PROBE_SIDE)
+
     def tile_for(self, height: int, width: int) -> int | None:
-        """The core tile size for an image of this size (``None``: one pass)."""
+        """The core tile size for an image of this size (``None``: one pass).
+
+        An out-of-memory error in the probe pass (``bytes_per_pixel``) is retried like one
+        in the tiles: the tile cap becomes half the probe's side (counted in
+        ``stats.oom_retries``) and the probe runs again at that size; ImageError once the
+        cap is ``memory.MIN_TILE``.
+        """
         tile = self.tile
         if tile == "auto":
             budget = memory.device_budget(self.device, self.max_memory)
-            tile = memory.auto_tile(height, width, self.overlap, self.bytes_per_pixel(), budget)
+            while True:
+                try:
+                    per_pixel = self.bytes_per_pixel()
+                    break
+                except torch.OutOfMemoryError:
+                    self._halve_tile(self._probe_side())
+            tile = memory.auto_tile(height, width, self.overlap, per_pixel, budget)
         if self._tile_cap is not None and (tile is None or tile > self._tile_cap):
             tile = self._tile_cap if max(height, width) > self._tile_cap else None
         return tile
 
     def num_tiles(self, height: int, width: int) -> int:
         return count_tiles(height, width, self.tile_for(height, width))
+
+    def _halve_tile(self, current: int) -> int:
+        """After torch.OutOfMemoryError with tiles of ``current`` pixels (the whole image's
+        side when untiled): free the cache, count the retry, and cap the tile at half.
+
+        Raises ImageError when ``current`` is already ``memory.MIN_TILE``.
+        """
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if current <= memory.MIN_TILE:
+            raise ImageError(f"out of memory even with {memory.MIN_TILE}-pixel tiles; "
+                             "try --max-memory, --precision fp16 or another device") from None
+        self._tile_cap = max(memory.MIN_TILE, current // 2)
+        self.stats.oom_retries += 1
+        return self._tile_cap
 
     def _assemble(
         self, lr: torch.Tensor, top: int | None, out: torch.Tensor | None,
@@ -418,15 +454,7 @@ class Upscaler:
                 result = upscale_tiled(self._device_net(top), lr, self.scale, tile,
                                        self.overlap, on_tile, out, self.tile_batch)
             except torch.OutOfMemoryError:
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                current = tile or max(height, width)
-                if current <= memory.MIN_TILE:
-                    raise ImageError(f"out of memory even with {memory.MIN_TILE}-pixel tiles; "
-                                     "try --max-memory, --precision fp16 or another device"
-                                     ) from None
-                tile = self._tile_cap = max(memory.MIN_TILE, current // 2)
-                self.stats.oom_retries += 1
+                tile = self._halve_tile(tile or max(height, width))
                 continue
             self.stats.used[tile] = self.stats.used.get(tile, 0) + 1
             return result
@@ -603,14 +631,35 @@ class BatchSummary:
         }
 
 
-READERS = 2
-"""Threads decoding the next inputs while the device computes (Pillow releases the GIL)."""
+@dataclass(frozen=True)
+class PipelineLimits:
+    """How much of the machine a folder's pipeline may use (``upscale_batch``).
 
-PREFETCH = 2
-"""Decoded inputs that may wait for the device."""
+    readers: threads decoding the next inputs while the device computes; at most this many
+        + 1 decoded inputs wait for the device.
+    writers: threads converting, encoding and writing results (Pillow and zlib release the
+        GIL, so they run on separate cores).
+    deflate: threads deflating pieces of large PNGs (``png.py``), shared by all writers.
+    memory: bytes of finished outputs that may wait for a writer or be in writing; a new
+        output waits until older ones are written when it would pass this (one alone always
+        may). Decoded inputs count too: no input is read ahead while the budget is full.
+    """
 
-WRITERS = 2
-"""Threads converting, encoding and writing results; at most WRITERS + 1 results wait."""
+    readers: int
+    writers: int
+    deflate: int
+    memory: int
+
+    @classmethod
+    def for_machine(cls, cores: int | None = None) -> PipelineLimits:
+        """Scaled with the cores this process may use, within ``memory.pipeline_budget()``.
+
+        Decoding costs about 1/16 of encoding (the output has 16x the pixels at x4), so a
+        quarter of the cores read and every core writes.
+        """
+        cores = cores or png.available_cores()
+        return cls(readers=max(2, cores // 4), writers=max(2, cores), deflate=cores,
+                   memory=memory.pipeline_budget())
 
 
 class _Inline:
@@ -634,6 +683,12 @@ def _done(result: FileResult) -> Future:
     return future
 
 
+def picture_bytes(picture: images.Picture) -> int:
+    """Bytes of pixel memory a picture holds (colour and alpha)."""
+    alpha = 0 if picture.alpha is None else picture.alpha.nbytes
+    return picture.rgb.nbytes + alpha
+
+
 def upscale_batch(
     upscaler: Upscaler,
     jobs: Iterable[tuple[Path, Path]],
@@ -645,14 +700,17 @@ def upscale_batch(
     on_done: Callable[[FileResult], None] | None = None,
     png_compression: int = images.DEFAULT_PNG_COMPRESSION,
     pipeline: bool = True,
+    limits: PipelineLimits | None = None,
 ) -> BatchSummary:
     """Upscale each (input, output) pair; one bad file never stops the rest.
 
-    A bounded pipeline: ``READERS`` threads decode up to ``PREFETCH`` inputs ahead, this
-    thread runs the network, ``WRITERS`` threads convert, encode and write (atomically).
-    At most PREFETCH decoded inputs + 1 on the device + WRITERS + 1 finished outputs are in
-    memory at once, whatever the number of files. ``pipeline=False`` runs the same steps
-    one after another in this thread; the files written are bit-identical.
+    A bounded pipeline (``limits``, default ``PipelineLimits.for_machine()``): reader
+    threads decode ahead, this thread runs the network, writer threads convert, encode and
+    write (atomically), large PNGs deflated on all cores. Finished outputs that wait are
+    held within ``limits.memory`` bytes, whatever the number or size of the files.
+    ``pipeline=False`` runs the same steps one after another in this thread (a PNG is still
+    deflated on ``limits.deflate`` threads); the files written are bit-identical, whatever
+    the limits.
 
     Results (and ``on_done(result)``) come in input order, as files complete;
     ``on_start(src, n_tiles)`` and ``on_tile()`` drive progress displays. On Ctrl-C
@@ -661,9 +719,11 @@ def upscale_batch(
     """
     check_write_options(max_pixels, quality, png_compression)
     jobs = list(jobs)
+    limits = limits or PipelineLimits.for_machine()
     summary = BatchSummary()
-    readers = ThreadPoolExecutor(READERS, "srgan-read") if pipeline else _Inline()
-    writers = ThreadPoolExecutor(WRITERS, "srgan-write") if pipeline else _Inline()
+    readers = ThreadPoolExecutor(limits.readers, "srgan-read") if pipeline else _Inline()
+    writers = ThreadPoolExecutor(limits.writers, "srgan-write") if pipeline else _Inline()
+    deflater = png.Deflater(limits.deflate)
 
     def read(src: Path, dst: Path) -> images.Picture | FileResult:
         if skip_existing and dst.exists():
@@ -678,38 +738,57 @@ def upscale_batch(
     def write(src: Path, dst: Path, out: images.Picture, warnings: list[str]) -> FileResult:
         try:
             warnings = warnings + images.write_image(out, dst, quality=quality,
-                                                     png_compression=png_compression)
+                                                     png_compression=png_compression,
+                                                     deflater=deflater)
         except SrganError as e:
             return FileResult(src, dst, "failed", str(e))
         except Exception as e:  # noqa: BLE001 - an encoder's surprise fails this file only
             return FileResult(src, dst, "failed", f"cannot write: {type(e).__name__}: {e}")
         return FileResult(src, dst, "written", warnings=warnings)
 
+    reads: deque[Future] = deque()  # decoding or decoded, in input order
+    waiting: deque[tuple[Future, int]] = deque()  # results in input order, with bytes held
+
+    def held() -> int:
+        """Bytes of finished outputs waiting or in writing, and of decoded inputs waiting."""
+        decoded = sum(picture_bytes(f.result()) for f in reads
+                      if f.done() and isinstance(f.result(), images.Picture))
+        return decoded + sum(size for _, size in waiting)
+
+    def read_ahead(index: int) -> None:
+        while index + len(reads) < len(jobs) and len(reads) <= limits.readers:
+            if reads and held() > limits.memory:
+                return
+            reads.append(readers.submit(read, *jobs[index + len(reads)]))
+
     def finish_oldest() -> None:
-        result = waiting.popleft().result()
+        result = waiting.popleft()[0].result()
         summary.results.append(result)
         if on_done:
             on_done(result)
 
-    reads: deque[Future] = deque()
-    waiting: deque[Future] = deque()  # results in input order, finished or being written
     try:
         for index, (src, dst) in enumerate(jobs):
-            while len(reads) < PREFETCH + 1 and index + len(reads) < len(jobs):
-                reads.append(readers.submit(read, *jobs[index + len(reads)]))
+            read_ahead(index)
             picture = reads.popleft().result()
-            if isinstance(picture, FileResult):
-                waiting.append(_done(picture))
+            outcome = picture if isinstance(picture, FileResult) else compute(
+                upscaler, picture, src, dst, on_start, on_tile)
+            if isinstance(outcome, FileResult):
+                waiting.append((_done(outcome), 0))
             else:
-                waiting.append(compute_and_write(upscaler, picture, src, dst, writers, write,
-                                                 on_start, on_tile))
-            while waiting and (waiting[0].done() or len(waiting) > WRITERS + 1):
+                size = picture_bytes(outcome)
+                while waiting and held() + size > limits.memory:
+                    finish_oldest()
+                waiting.append((writers.submit(write, src, dst, outcome, picture.warnings),
+                                size))
+            while waiting and waiting[0][0].done():
                 finish_oldest()
         while waiting:
             finish_oldest()
     finally:  # also on Ctrl-C: drop queued work, let running writes finish, end the threads
         readers.shutdown(wait=True, cancel_futures=True)
         writers.shutdown(wait=True, cancel_futures=True)
+        deflater.close()  # after the writers, whose running writes still deflate
     return summary
 
 
@@ -743,21 +822,19 @@ def refuse_unstorable(
     return storable, refused
 
 
-def compute_and_write(
-    upscaler: Upscaler, picture: images.Picture, src: Path, dst: Path, writers,
-    write: Callable[..., FileResult], on_start: Callable[[Path, int], None] | None,
-    on_tile: Callable[[], None] | None,
-) -> Future:
-    """Run the network on one decoded picture here; hand its result to a writer thread."""
+def compute(
+    upscaler: Upscaler, picture: images.Picture, src: Path, dst: Path,
+    on_start: Callable[[Path, int], None] | None, on_tile: Callable[[], None] | None,
+) -> images.Picture | FileResult:
+    """Run the network on one decoded picture here: the result, or why it failed."""
     try:
         if on_start:
             height, width = picture.rgb.shape[-2:]
             on_start(src, upscaler.num_tiles(height, width))
-        out = upscaler.upscale_picture(picture, on_tile)
+        return upscaler.upscale_picture(picture, on_tile)
     except SrganError as e:
-        return _done(FileResult(src, dst, "failed", str(e)))
-    except torch.OutOfMemoryError:  # outside the tiles (e.g. alpha): not retried
+        return FileResult(src, dst, "failed", str(e))
+    except torch.OutOfMemoryError:  # outside the tiles and the probe (e.g. alpha): not retried
         with contextlib.suppress(Exception):
             torch.cuda.empty_cache()
-        return _done(FileResult(src, dst, "failed", "out of memory: try --max-memory"))
-    return writers.submit(write, src, dst, out, picture.warnings)
+        return FileResult(src, dst, "failed", "out of memory: try --max-memory")

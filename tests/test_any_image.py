@@ -114,23 +114,70 @@ def test_out_of_memory_below_the_smallest_tile_fails_the_file_with_a_reason():
         up.upscale_tensor(torch.rand(3, 100, 100))
 
 
-def test_out_of_memory_retries_are_reported_in_the_cli_summary(tmp_path, monkeypatch):
+def fake_cuda_accounting(monkeypatch, peak: int = 2**20) -> None:
+    """Make ``--tile auto`` take its CUDA path on any device: free memory from
+    ``mem_get_info`` and bytes per pixel from a probe pass, whose peak is ``peak`` bytes.
+    The network itself runs where the test says (``device="cpu"``)."""
+    monkeypatch.setattr(memory, "cuda_accounting", lambda device: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (80 * 2**30, 80 * 2**30))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 0)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: peak)
+
+
+@pytest.mark.parametrize("accounting, tile", [("host", 75), ("cuda", 64)])
+def test_out_of_memory_retries_are_reported_in_the_cli_summary(tmp_path, monkeypatch,
+                                                               accounting, tile):
+    """Both paths of --tile auto, on the CPU. "host": the whole image fails, then tiles of
+    half its side run. "cuda": bytes per pixel come from a probe pass of 128 px, which fails
+    (issue 21: that used to fail the file); it is retried at half its side, 64 px, which
+    then caps the tiles."""
     from srgan_cli import cli
     from srgan_cli import upscale as upscale_module
 
     Image.new("RGB", (150, 140), "red").save(tmp_path / "a.png")
     real_init = upscale_module.Upscaler.__init__
+    made = []
 
     def flaky_init(self, model, **kwargs):
         real_init(self, OomAbove(make_generator(), limit=120).eval(), **kwargs)
+        made.append(self)
 
     monkeypatch.setattr(upscale_module.Upscaler, "__init__", flaky_init)
+    if accounting == "cuda":
+        fake_cuda_accounting(monkeypatch)
     result = CliRunner().invoke(cli.main, ["upscale", str(tmp_path / "a.png"), "-o",
-                                           str(tmp_path / "out.png"), "--json"])
+                                           str(tmp_path / "out.png"), "--json",
+                                           "--device", "cpu"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert summary["oom_retries"] == 1 and "tile 75" in summary["tiles"]
+    assert summary["oom_retries"] == 1 and f"tile {tile}" in summary["tiles"]
     assert Image.open(tmp_path / "out.png").size == (600, 560)
+    sizes = made[0].generator.sizes  # the inference copy's record of its inputs
+    before_tiles = [(128, 128), (64, 64)] if accounting == "cuda" else [(140, 150)]
+    assert sizes[:len(before_tiles)] == before_tiles  # probes, or the failed whole image
+    assert max(max(s) for s in sizes[len(before_tiles):]) <= 120  # then only tiles that fit
+
+
+def test_out_of_memory_in_every_probe_fails_the_file_with_a_reason(monkeypatch):
+    fake_cuda_accounting(monkeypatch)
+    flaky = OomAbove(make_generator(), limit=8).eval()
+    up = Upscaler(flaky, device="cpu", precision="fp32", tile="auto", optimize=False)
+    with pytest.raises(ImageError, match="out of memory even with 64-pixel tiles"):
+        up.num_tiles(300, 200)  # progress asks first: the probe runs here
+    assert up.stats.oom_retries == 1  # probe at 128 -> cap and probe at 64 -> give up
+    assert flaky.sizes == [(128, 128), (64, 64)]
+
+
+def test_probe_measures_bytes_per_pixel_once_from_the_peak(monkeypatch):
+    fake_cuda_accounting(monkeypatch, peak=128 * 128 * 1000)
+    up = Upscaler(make_generator(), device="cpu", precision="fp32", tile="auto",
+                  max_memory="100MB")
+    assert up.bytes_per_pixel() == 1000
+    tile = up.tile_for(2000, 3000)
+    assert tile == memory.auto_tile(2000, 3000, up.overlap, 1000, 100 * 10**6)
+    assert up.stats.oom_retries == 0
 
 
 # ------------------------------------------------------------------ host-side assembly

@@ -19,12 +19,14 @@ from srgan_cli.training import data
 from srgan_cli.training.config import load_config, save_config, with_steps
 from srgan_cli.training.distributed import Shard
 from srgan_cli.training.speed import SPEED_KEYS
+from srgan_cli.training.state import restore_rng, rng_tensors
 from srgan_cli.training.train import train
 
 
 def torchrun_train(*args: str, cwd) -> subprocess.CompletedProcess:
+    """``srgan train`` in two torchrun processes on the CPU (gloo), whatever the machine."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-           "2", "-m", "srgan_cli", "train", "-q", *args]
+           "2", "-m", "srgan_cli", "train", "-q", "--device", "cpu", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -40,6 +42,7 @@ def setup(tmp_path_factory):
         random_png(root / "hr" / f"{i}.png", (48, 40), seed=i)
     config = tiny(root / "hr", phase="all", pretrain_steps=1, gan_steps=1, batch_size=4,
                   workers=0)
+    assert config.device == "cpu"  # like the torchrun runs: the states are compared
     config_file = save_config(config, root / "tiny.toml")
     train(config, root / "single")
     return root, config_file, root / "single"
@@ -150,3 +153,23 @@ def test_two_processes_make_the_same_realistic_batches_as_one(setup):
     assert [r["step"] for r in two] == [1, 2]
     for mine, expected in zip(two, one, strict=True):
         assert mine == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_rng_state_keys_follow_the_runs_device_not_the_process(monkeypatch):
+    """Issue 21: the single-process reference run saved ``rng.cuda.0`` when an earlier test
+    in the same pytest process had initialised CUDA, the torchrun processes never did: the
+    key sets differed on a GPU machine. Now only a CUDA run saves (and restores) them."""
+    gpu_state = torch.zeros(16, dtype=torch.uint8)
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [gpu_state])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    cpu_run = rng_tensors(torch.device("cpu"))
+    assert set(cpu_run) == {"rng.torch"}
+    cuda_run = rng_tensors(torch.device("cuda"))
+    assert set(cuda_run) == {"rng.torch", "rng.cuda.0"}
+    restore_rng(cuda_run, torch.device("cpu"))  # a CUDA run resumed on the CPU
+    assert restored == []
+    restore_rng(cuda_run, torch.device("cuda"))
+    assert len(restored) == 1 and torch.equal(restored[0][0], gpu_state)

@@ -1,4 +1,5 @@
-"""Issue 12: the pipelined batch loop (readers, device, writers) and PNG compression levels."""
+"""Issues 12 and 21: the pipelined batch loop (readers, device, writers; limits scaled with
+the cores under a memory budget) and PNG compression levels."""
 
 import threading
 
@@ -8,8 +9,9 @@ import torch
 from conftest import make_generator
 from PIL import Image
 
+from srgan_cli import images, memory
 from srgan_cli.images import Picture, read_image, write_image
-from srgan_cli.upscale import Upscaler, upscale_batch
+from srgan_cli.upscale import PipelineLimits, Upscaler, upscale_batch
 
 
 def make_folder(folder, n=6):
@@ -101,3 +103,81 @@ def test_integer_pictures_write_like_float_ones(tmp_path):
         write_image(as_float, tmp_path / "f.png")
         write_image(as_int, tmp_path / "i.png")
         assert (tmp_path / "f.png").read_bytes() == (tmp_path / "i.png").read_bytes()
+
+
+# ----------------------------------------------------------------- issue 21: limits and budget
+
+
+def test_limits_scale_with_the_cores_within_a_quarter_of_the_ram():
+    big, small = PipelineLimits.for_machine(cores=16), PipelineLimits.for_machine(cores=1)
+    assert (big.readers, big.writers, big.deflate) == (4, 16, 16)
+    assert (small.readers, small.writers, small.deflate) == (2, 2, 1)
+    ram = memory.host_ram()
+    assert 0 < big.memory <= memory.DEFAULT_HOST_BUDGET
+    assert ram is None or big.memory <= ram // 4
+
+
+def test_a_full_memory_budget_makes_outputs_wait_and_changes_no_byte(tmp_path, monkeypatch):
+    """With a 1-byte budget only one output may be held (finished, waiting or in writing):
+    writes never overlap, whatever the threads. The files equal those of 1 and 4 writers."""
+    make_folder(tmp_path / "in")
+    active, most = [0], [0]
+    lock = threading.Lock()
+    real_write = images.write_image
+
+    def counting_write(*args, **kwargs):
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        try:
+            return real_write(*args, **kwargs)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(images, "write_image", counting_write)
+    roomy = {"many": PipelineLimits(readers=3, writers=4, deflate=3, memory=1 << 30),
+             "one": PipelineLimits(readers=1, writers=1, deflate=1, memory=1 << 30)}
+    for name, limits in roomy.items():
+        run(tmp_path, name, pipeline=True, limits=limits)
+    assert most[0] >= 1
+    most[0] = 0
+    tight = PipelineLimits(readers=3, writers=4, deflate=3, memory=1)
+    _, summary, _ = run(tmp_path, "tight", pipeline=True, limits=tight)
+    assert most[0] == 1, "a full budget must serialise the writes"
+    written = [r for r in summary.results if r.status == "written"]
+    assert len(written) == 7  # all but the broken file
+    for result in written:
+        for name in roomy:
+            twin = tmp_path / name / result.dst.name
+            assert result.dst.read_bytes() == twin.read_bytes(), (name, result.dst.name)
+
+
+def test_outputs_held_stay_within_the_budget(tmp_path, monkeypatch):
+    """A budget of two of the largest outputs: never more than two writes at once (no three
+    outputs fit), with eight writer threads."""
+    make_folder(tmp_path / "in")
+    inputs = sorted((tmp_path / "in").iterdir())
+    up = Upscaler(make_generator(), device="cpu", precision="fp32", tile=8)
+    active, most = [0], [0]
+    lock, release = threading.Lock(), threading.Event()
+    real_write = images.write_image
+
+    def slow_write(*args, **kwargs):  # holds its output until the main thread has moved on
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        release.wait(0.05)
+        try:
+            return real_write(*args, **kwargs)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(images, "write_image", slow_write)
+    largest = (10 * 4) * (11 * 4) * 3  # uint8 RGB output of the largest input (10 x 11 px)
+    limits = PipelineLimits(readers=2, writers=8, deflate=1, memory=2 * largest)
+    jobs = [(p, tmp_path / "out" / p.name) for p in inputs]
+    summary = upscale_batch(up, jobs, limits=limits)
+    assert summary.count("written") == 7
+    assert 1 <= most[0] <= 2

@@ -2,10 +2,11 @@
 
 ``RUN_DIR/state.safetensors`` holds, as tensors, the networks' state dicts (``generator.*``,
 ``ema.*``, ``discriminator.*``), the optimizer states (``opt_g.<param>.<name>``,
-``opt_d.<param>.<name>``) and the RNG states (``rng.torch``, ``rng.cuda.<i>``: uint8). Its
-metadata key ``state`` is a JSON document with everything else: step, phase, optimizer
-param groups, best validation score, the kind of discriminator (``vgg`` / ``unet``). One
-file written atomically means the tensors and the JSON can never disagree.
+``opt_d.<param>.<name>``) and the RNG states (``rng.torch``; ``rng.cuda.<i>`` for a run on
+CUDA only: uint8). Its metadata key ``state`` is a JSON document with everything else:
+step, phase, optimizer param groups, best validation score, the kind of discriminator
+(``vgg`` / ``unet``). One file written atomically means the tensors and the JSON can never
+disagree.
 
 Learning rates are a pure function of the step (``train.learning_rate``) and training
 batches a pure function of (seed, step) (``data.py``), so neither needs saving.
@@ -101,19 +102,25 @@ def restore_module(module: torch.nn.Module, tensors: dict[str, torch.Tensor], pr
                             "config builds (resume with the options it was saved with)") from e
 
 
-def rng_tensors() -> dict[str, torch.Tensor]:
-    """The torch CPU and CUDA generator states as uint8 tensors."""
+def rng_tensors(device: torch.device) -> dict[str, torch.Tensor]:
+    """The RNG states a run on ``device`` uses, as uint8 tensors: the CPU generator's
+    (``rng.torch``) always, every CUDA generator's (``rng.cuda.<i>``) for a CUDA run only.
+
+    Keyed on the run's device, never on whether CUDA happens to be initialised in this
+    process (other work in it may have done that): a CPU run saves the same keys anywhere.
+    """
     tensors = {"rng.torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    if device.type == "cuda":
         for i, state in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = state
     return tensors
 
 
-def restore_rng(tensors: dict[str, torch.Tensor]) -> None:
+def restore_rng(tensors: dict[str, torch.Tensor], device: torch.device) -> None:
+    """Set the RNG states ``rng_tensors`` saved; CUDA ones only for a CUDA run."""
     torch.set_rng_state(tensors["rng.torch"])
     cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
-    if cuda and torch.cuda.is_available():
+    if cuda and device.type == "cuda":
         torch.cuda.set_rng_state_all(cuda)
 
 

@@ -452,7 +452,7 @@ class Trainer:
         save_checkpoint(model, ckpt_dir / f"step_{self.step:08d}.safetensors", info)
         prune_checkpoints(ckpt_dir, self.config.keep)
         save_checkpoint(model, self.run_dir / GENERATOR_FILE, info)
-        tensors = {**module_tensors(self.generator, "generator"), **rng_tensors()}
+        tensors = {**module_tensors(self.generator, "generator"), **rng_tensors(self.device)}
         state = {"step": self.step, "phase": self.phase.name, "nonfinite": self.nonfinite,
                  "best": self.best, "last_val": self.last_val, "last_losses": self.last_losses}
         if self.ema is not None:
@@ -497,7 +497,7 @@ class Trainer:
         self.step, self.nonfinite = state["step"], state["nonfinite"]
         self.best, self.last_val = state["best"], state["last_val"]
         self.last_losses = state["last_losses"]
-        restore_rng(tensors)  # before entering a phase, which draws from it
+        restore_rng(tensors, self.device)  # before entering a phase, which draws from it
         return tensors, state
 
     def check_continues(self, saved_phase: str, step: int) -> None:
