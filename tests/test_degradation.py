@@ -171,9 +171,11 @@ def test_gaussian_field_is_standard_normal():
 
 def test_poisson_quantile_is_the_exact_inverse_cdf():
     """Every rate BasicSR's model can ask for (0 to 256) and uniforms up to the extremes of
-    ``uniform_pair`` (2**-24, 1 - 2**-24): the batched guess-and-walk inversion equals a plain search of the CDF."""
+    ``uniform_pair`` (2**-24, 1 - 2**-24): the batched guess-and-walk inversion equals a
+    plain search of the CDF."""
     rates = torch.cat([torch.tensor([0.0, 1e-6, 1e-3, 0.05]), torch.linspace(0.1, 256, 300)])
-    u = torch.cat([torch.tensor([2.0**-24, 2.0**-23, 1e-6, 1e-3]), torch.linspace(0.01, 0.99, 99),
+    u = torch.cat([torch.tensor([2.0**-24, 2.0**-23, 1e-6, 1e-3]),
+                   torch.linspace(0.01, 0.99, 99),
                    torch.tensor([1 - 1e-3, 1 - 1e-6, 1 - 2.0**-23, 1 - 2.0**-24])])
     rate, uniform = (t.flatten() for t in torch.meshgrid(rates, u, indexing="ij"))
     counts = degradation.poisson_quantile(uniform, rate)

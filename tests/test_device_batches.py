@@ -57,6 +57,17 @@ def test_crops_cut_by_one_gather_equal_every_augmentation(train_dir):
         assert torch.equal(crop, expected), (i, flip, rotations)
 
 
+def test_cheap_crop_draws_equal_the_per_sample_generators(train_dir):
+    """``crop_choices`` (numpy's MT19937) draws what each sample's torch.Generator draws,
+    also where a range has one value (an image exactly as wide as the patch)."""
+    Image.fromarray(np.zeros((20, 16, 3), np.uint8)).save(train_dir / "narrow.png")
+    ds = dataset(train_dir, seed=7)
+    indices = [*range(300), 2**40 + 5, 2**62 + 3]
+    expected = torch.stack([ds.draw(i)[0] for i in indices])
+    assert torch.equal(ds.crop_choices(indices), expected)
+    assert set(expected[:, 0].tolist()) == {0, 1, 2, 3}, "every image drawn"
+
+
 @pytest.mark.parametrize("share", [Shard(), Shard(1, 2), Shard(0, 3)])
 def test_device_batches_equal_the_per_sample_batches(train_dir, share):
     ds = dataset(train_dir, seed=5)

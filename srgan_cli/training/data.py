@@ -37,11 +37,12 @@ import itertools
 import os
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
@@ -54,6 +55,9 @@ T = TypeVar("T")
 
 SEED_STRIDE = 1 << 40
 """Per-sample generator seed = seed * SEED_STRIDE + sample index (mod 2**63)."""
+
+CROP_FIELDS = ("image", "top", "left", "flip", "rotations")
+"""The columns of a batch of crop choices ((n, 5) int64), see ``PatchDataset.draw_crop``."""
 
 
 @dataclass
@@ -169,20 +173,37 @@ class PatchDataset(Dataset):
     def __len__(self) -> int:  # samples are drawn by index from an endless stream
         return 2**62
 
+    def sample_seed(self, index: int) -> int:
+        return (self.seed * SEED_STRIDE + index) % 2**63
+
     def generator(self, index: int) -> torch.Generator:
-        return torch.Generator().manual_seed((self.seed * SEED_STRIDE + index) % 2**63)
+        return torch.Generator().manual_seed(self.sample_seed(index))
 
-    def draw_crop(self, gen: torch.Generator) -> list[int]:
-        """A sample's crop choices, drawn from its generator in a fixed order:
-        ``[image, top, left, flip (0/1), rotations (0-3)]`` (see ``CROP_FIELDS``)."""
-
-        def draw(high: int) -> int:
-            return int(torch.randint(high, (1,), generator=gen))
-
+    def draw_crop(self, draw: Callable[[int], int]) -> list[int]:
+        """A sample's crop choices ``[image, top, left, flip (0/1), rotations (0-3)]``
+        (``CROP_FIELDS``), in this order from ``draw(high)``, a random int in [0, high)."""
         i = draw(len(self.paths))
         width, height = self.sizes[i]
         top, left = draw(height - self.patch_size + 1), draw(width - self.patch_size + 1)
         return [i, top, left, draw(2), draw(4)]
+
+    def crop_choices(self, indices: Sequence[int]) -> torch.Tensor:
+        """(n, 5) int64: ``draw_crop`` of samples ``indices``, as their generators draw it,
+        ten times cheaper than a ``torch.Generator`` per sample.
+
+        A CPU ``torch.Generator`` is an MT19937 seeded with the low 32 bits of its seed, and
+        ``torch.randint(high)`` takes one 32-bit output modulo ``high``; numpy's MT19937 with
+        the same (legacy) seeding gives the same outputs (tested: ``draw`` equals this).
+        """
+        if not hasattr(np.random.MT19937, "_legacy_seeding"):  # numpy without it: the slow way
+            return torch.tensor([self.draw_crop(torch_draw(self.generator(i))) for i in indices],
+                                dtype=torch.int64).reshape(len(indices), len(CROP_FIELDS))
+        mt = np.random.MT19937()
+        rows = []
+        for index in indices:
+            mt._legacy_seeding(self.sample_seed(index) & 0xFFFFFFFF)
+            rows.append(self.draw_crop(lambda high: int(mt.random_raw()) % high))
+        return torch.tensor(rows, dtype=torch.int64).reshape(len(rows), len(CROP_FIELDS))
 
     def draw_plan(self, gen: torch.Generator) -> Plan:
         """The realistic plan of a sample, drawn after its crop from the same generator."""
@@ -191,7 +212,7 @@ class PatchDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor | Plan, torch.Tensor]:
         gen = self.generator(index)
-        i, top, left, flip, rotations = self.draw_crop(gen)
+        i, top, left, flip, rotations = self.draw_crop(torch_draw(gen))
         image = self.cache[i] if self.cache is not None else images.read_rgb_uint8(self.paths[i])
         p = self.patch_size
         hr = augment(image[:, top:top + p, left:left + p], bool(flip), rotations).contiguous()
@@ -203,8 +224,13 @@ class PatchDataset(Dataset):
         """Only the random choices of sample ``index``, as ``__getitem__`` draws them: its
         crop (5,) int64 (``CROP_FIELDS``) and its realistic plan ({} for bicubic)."""
         gen = self.generator(index)
-        crop = torch.tensor(self.draw_crop(gen))
+        crop = torch.tensor(self.draw_crop(torch_draw(gen)))
         return crop, self.draw_plan(gen) if self.realistic is not None else {}
+
+
+def torch_draw(gen: torch.Generator) -> Callable[[int], int]:
+    """``draw(high)`` for ``PatchDataset.draw_crop``: a random int in [0, high) from ``gen``."""
+    return lambda high: int(torch.randint(high, (1,), generator=gen))
 
 
 class Draws(Dataset):
@@ -297,16 +323,15 @@ def batches(
 # there, and its bicubic LR one batched resize: the same batches, without the per-sample
 # copies, collation and host-to-device transfer of the image data.
 
-CROP_FIELDS = ("image", "top", "left", "flip", "rotations")
-"""The columns of a batch of crop choices ((n, 5) int64), see ``PatchDataset.draw_crop``."""
-
-
-def augmentation_views(patch_size: int) -> torch.Tensor:
-    """(8, P, P) int64: for augmentation ``flip * 4 + rotations``, the position ``y * P + x``
-    in the crop of the source of each output pixel (``augment`` applied to the positions)."""
-    positions = torch.arange(patch_size * patch_size).view(1, patch_size, patch_size)
-    return torch.stack([augment(positions, bool(flip), rotations)[0]
-                        for flip in (0, 1) for rotations in range(4)])
+def augmentation_views(patch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, cols), (8, P, P) int64 each: for augmentation ``flip * 4 + rotations``, the
+    row and column in the crop of the source of each output pixel (``augment`` applied to
+    the source positions)."""
+    grid = torch.arange(patch_size)
+    positions = torch.stack(torch.meshgrid(grid, grid, indexing="ij"))  # (2, P, P)
+    views = torch.stack([augment(positions, bool(flip), rotations)
+                         for flip in (0, 1) for rotations in range(4)])
+    return views[:, 0].contiguous(), views[:, 1].contiguous()
 
 
 class DeviceImages:
@@ -329,16 +354,16 @@ class DeviceImages:
         self.heights = torch.tensor([image.shape[-2] for image in images_], device=device)
         self.widths = torch.tensor([image.shape[-1] for image in images_], device=device)
         self.patch_size = patch_size
-        self.views = augmentation_views(patch_size).to(device)
+        self.rows, self.cols = (v.to(device) for v in augmentation_views(patch_size))
 
     def crops(self, choices: torch.Tensor) -> torch.Tensor:
         """Crop choices (n, 5) int64 (``CROP_FIELDS``) on the device -> (n, 3, P, P) uint8:
         sample i is ``augment(images[i][:, top:top + P, left:left + P], flip, rotations)``."""
         image, top, left, flip, rotations = choices.unbind(1)
-        p = self.patch_size
-        source = self.views[flip * 4 + rotations]  # (n, P, P) positions in the crop
-        width = self.widths[image][:, None, None]
-        pixel = (top[:, None, None] + source // p) * width + left[:, None, None] + source % p
+        view = flip * 4 + rotations
+        rows = top[:, None, None] + self.rows[view]  # (n, P, P) source rows in the image
+        cols = left[:, None, None] + self.cols[view]
+        pixel = rows * self.widths[image][:, None, None] + cols
         plane = self.heights[image] * self.widths[image]
         channel = torch.arange(3, device=choices.device) * plane[:, None]  # (n, 3)
         start = self.offsets[image][:, None] + channel
@@ -370,7 +395,11 @@ def draw_batches(
 
     def draw_all() -> Iterator[tuple[torch.Tensor, Plan]]:
         while True:
-            batch = default_collate([draws[i] for i in itertools.islice(indices, size)])
+            chosen = list(itertools.islice(indices, size))
+            if dataset.realistic is None:
+                batch = dataset.crop_choices(chosen), {}
+            else:  # the plan continues each sample's torch.Generator
+                batch = default_collate([draws[i] for i in chosen])
             yield pinned(batch) if pin_memory else batch
 
     yield from prefetch(draw_all(), depth=2)
