@@ -300,7 +300,7 @@ def on_rows(x: torch.Tensor, flags: torch.Tensor,
         return step(x, slice(None))
     if len(chosen) == 0:
         return x
-    rows = chosen.to(x.device)
+    rows = chosen.to(x.device, non_blocking=True)  # a plain copy would wait for the GPU
     out = x.clone()
     out[rows] = step(x[rows], rows)
     return out
@@ -429,7 +429,9 @@ def add_noise(x: torch.Tensor, gaussian: torch.Tensor, gray: torch.Tensor,
     each kind is drawn for its samples of the batch at once (``on_rows``).
     """
     n, c, h, w = x.shape
-    seeds, grey = seeds.to(x.device), gray.to(x.device)
+    # (small host tensors: non_blocking, as a plain copy to a GPU waits for all its work)
+    seeds = seeds.to(x.device, non_blocking=True)
+    grey = gray.to(x.device, non_blocking=True)
     if heights is None or widths is None:
         heights, widths = full_sizes(x)
     field = torch.zeros_like(x)
