@@ -27,15 +27,20 @@ from srgan_cli.training import data
 
 
 def samples_per_second(dataset: data.PatchDataset, batch_size: int, batches: int, workers: int,
-                       start_step: int, device: torch.device, path: str) -> float:
+                       start_step: int, device: torch.device, path: str,
+                       check_syncs: bool = False) -> float:
     stream = data.batches(dataset, batch_size, start_step, workers,
                           device=device if path == "device" else None)
     data.to_training_pair(next(stream), device)  # start the workers, warm up (not timed)
     sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
     sync()
+    if check_syncs:  # CUDA: warn at every op that makes the host wait for the GPU
+        torch.cuda.set_sync_debug_mode("warn")
     start = time.perf_counter()
     for batch in itertools.islice(stream, batches):
         data.to_training_pair(batch, device)
+    if check_syncs:
+        torch.cuda.set_sync_debug_mode("default")
     sync()
     return batches * batch_size / (time.perf_counter() - start)
 
@@ -52,6 +57,8 @@ def main() -> None:
     parser.add_argument("--path", choices=("device", "host"), default="device",
                         help="where crops and bicubic LR are made (training: device)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU work)")
+    parser.add_argument("--check-syncs", action="store_true",
+                        help="CUDA: warn where making a batch makes the host wait for the GPU")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -64,7 +71,8 @@ def main() -> None:
         for name, dataset in datasets.items():  # a fresh stretch of the stream each round
             rates[name].append(samples_per_second(dataset, args.batch_size, args.batches,
                                                   args.workers, start_step=1 + r * 1000,
-                                                  device=device, path=args.path))
+                                                  device=device, path=args.path,
+                                                  check_syncs=args.check_syncs))
     print(f"{len(found.paths)} images, patch {args.patch_size}, batch {args.batch_size}, "
           f"workers {args.workers}, device {device}, path {args.path}, threads {args.threads}, "
           f"{args.rounds} rounds x {args.batches} batches")
