@@ -213,6 +213,25 @@ def test_realistic_chain_stays_float32_under_autocast():
     assert torch.equal(inside, plain)
 
 
+def test_noise_of_a_sample_does_not_depend_on_its_batch():
+    """Gaussian, shot, colour and grey samples drawn together (each kind batched) equal each
+    drawn alone, in canvases whose images have their own sizes."""
+    x = 0.3 + 0.4 * batch(n=4, size=20, seed=9)  # mid-range: the noise is not clamped
+    gaussian, gray = torch.tensor([True, False, True, False]), torch.tensor([False, True, True,
+                                                                            False])
+    amount, seeds = torch.tensor([0.05, 1.0, 0.02, 2.0]), torch.tensor([11, 12, 13, 14])
+    heights, widths = torch.tensor([20, 9, 14, 20]), torch.tensor([20, 17, 5, 11])
+    together = degradation.add_noise(x, gaussian, gray, amount, seeds, heights, widths)
+    for i in range(4):
+        alone = degradation.add_noise(x[i:i + 1], gaussian[i:i + 1], gray[i:i + 1],
+                                      amount[i:i + 1], seeds[i:i + 1], heights[i:i + 1],
+                                      widths[i:i + 1])
+        assert torch.equal(together[i], alone[0]), i
+    noise = together - x
+    assert torch.allclose(noise[1, 0], noise[1, 2], atol=1e-6), "grey shot noise"
+    assert not torch.allclose(noise[3, 0], noise[3, 1], atol=1e-3), "colour shot noise"
+
+
 def test_poisson_scale_counts_the_levels_of_the_image_only():
     """BasicSR's v = distinct 8-bit levels rounded up to a power of two, of each sample's
     image, not of what lies beyond it in its canvas."""
