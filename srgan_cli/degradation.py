@@ -13,6 +13,7 @@ bicubic filter widens its support when downscaling (antialiasing), like MATLAB `
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import zlib
@@ -260,6 +261,7 @@ def resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
     return F.interpolate(x, size=size, mode=mode, align_corners=False)
 
 
+@functools.lru_cache(maxsize=256)
 def resize_matrix(size_in: int, size_out: int, mode: str, canvas_out: int, canvas_in: int
                   ) -> torch.Tensor:
     """``resize`` along one axis as a (canvas_out, canvas_in) float32 matrix ``M``: for an
@@ -268,6 +270,8 @@ def resize_matrix(size_in: int, size_out: int, mode: str, canvas_out: int, canva
 
     Every mode is separable and linear, so the matrix is ``resize`` of the unit impulses; a
     per-sample resize of a batch is then one batched matrix product (``resize_canvas``).
+    Cached, as the same sizes recur from sample to sample (square patches ask for the same
+    rows and columns): the matrix is shared, never modify it in place.
     """
     impulses = torch.eye(size_in, dtype=torch.float64).reshape(size_in, 1, size_in, 1)
     columns = resize(impulses, (size_out, 1), mode)[:, 0, :, 0]  # (size_in, size_out)
