@@ -177,11 +177,11 @@ def test_poisson_quantile_is_the_exact_inverse_cdf():
     u = torch.cat([torch.tensor([2.0**-24, 2.0**-23, 1e-6, 1e-3]),
                    torch.linspace(0.01, 0.99, 99),
                    torch.tensor([1 - 1e-3, 1 - 1e-6, 1 - 2.0**-23, 1 - 2.0**-24])])
-    rate, uniform = (t.flatten() for t in torch.meshgrid(rates, u, indexing="ij"))
+    rate, uniform = torch.meshgrid(rates, u, indexing="ij")
     counts = degradation.poisson_quantile(uniform, rate)
     k = torch.arange(0, 500, dtype=torch.float64)  # reference: the first k with F(k) >= u
-    cdf = torch.special.gammaincc(k[None] + 1, rate.double()[:, None])
-    expected = (cdf < uniform.double()[:, None]).sum(1).double()
+    cdf = torch.special.gammaincc(k[None] + 1, rates.double()[:, None])  # (rates, k)
+    expected = (cdf[:, None, :] < u.double()[None, :, None]).sum(-1).double()
     assert torch.equal(counts, expected)
 
 
