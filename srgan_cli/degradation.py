@@ -13,9 +13,11 @@ bicubic filter widens its support when downscaling (antialiasing), like MATLAB `
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -262,6 +264,7 @@ def resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
     return F.interpolate(x, size=size, mode=mode, align_corners=False)
 
 
+@functools.lru_cache(maxsize=256)
 def resize_matrix(size_in: int, size_out: int, mode: str, canvas_out: int, canvas_in: int
                   ) -> torch.Tensor:
     """``resize`` along one axis as a (canvas_out, canvas_in) float32 matrix ``M``: for an
@@ -270,6 +273,8 @@ def resize_matrix(size_in: int, size_out: int, mode: str, canvas_out: int, canva
 
     Every mode is separable and linear, so the matrix is ``resize`` of the unit impulses; a
     per-sample resize of a batch is then one batched matrix product (``resize_canvas``).
+    Cached, as the same sizes recur from sample to sample (square patches ask for the same
+    rows and columns): the matrix is shared, never modify it in place.
     """
     impulses = torch.eye(size_in, dtype=torch.float64).reshape(size_in, 1, size_in, 1)
     columns = resize(impulses, (size_out, 1), mode)[:, 0, :, 0]  # (size_in, size_out)
@@ -292,6 +297,22 @@ def valid_mask(x: torch.Tensor, heights: torch.Tensor, widths: torch.Tensor) -> 
     return (rows & cols)[:, None]
 
 
+def on_rows(x: torch.Tensor, flags: torch.Tensor,
+            step: Callable[[torch.Tensor, torch.Tensor | slice], torch.Tensor]) -> torch.Tensor:
+    """``x`` (N, ...) with ``step(x[rows], rows)`` in the rows where ``flags`` ((N,) bool on
+    the CPU) holds, the others as they are: a step chosen per sample costs only its samples,
+    and the choice is read on the host (no device sync)."""
+    chosen = flags.nonzero().flatten()
+    if len(chosen) == len(x):
+        return step(x, slice(None))
+    if len(chosen) == 0:
+        return x
+    rows = chosen.to(x.device, non_blocking=True)  # a plain copy would wait for the GPU
+    out = x.clone()
+    out[rows] = step(x[rows], rows)
+    return out
+
+
 def grayscale(x: torch.Tensor) -> torch.Tensor:
     """(N, 3, H, W) RGB -> (N, 1, H, W) luma (ITU-R BT.601 weights)."""
     weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device)
@@ -309,38 +330,139 @@ def photon_levels(levels8: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.exp2(torch.ceil(torch.log2(distinct)))
 
 
-def add_noise(x: torch.Tensor, gaussian: list[bool], gray: list[bool], amount: torch.Tensor,
-              generators: list[torch.Generator], heights: torch.Tensor | None = None,
+# --------------------------------------------------------------------------- random fields
+#
+# A sample's noise must be a pure function of its seed, whatever the rest of its batch, yet a
+# whole batch's fields should take a few launches, not a few per sample. So they come from a
+# counter-based generator: the 64 random bits of element ``e`` of stream ``s`` of seed ``k``
+# are output ``e + 1`` of splitmix64 (Steele et al. 2014) started at ``mix64(mix64(k) + s)``,
+# computed as int64 tensor ops (multiplication wraps modulo 2**64; logical right shifts are
+# arithmetic shifts masked), so the bits are the same on every device.
+
+_GOLDEN = 0x9E3779B97F4A7C15  # splitmix64's increment (2**64 / golden ratio)
+_MIX = (0xBF58476D1CE4E5B9, 0x94D049BB133111EB)  # its finaliser's multipliers
+
+
+def _int64(value: int) -> int:
+    """An unsigned 64-bit constant as the int64 with the same bits."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical right shift of int64 bits (torch's ``>>`` is arithmetic on int64)."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def mix64(x: torch.Tensor) -> torch.Tensor:
+    """splitmix64's finaliser, int64 -> int64: a bijection that scrambles every bit."""
+    x = (x ^ _shift_right(x, 30)) * _int64(_MIX[0])
+    x = (x ^ _shift_right(x, 27)) * _int64(_MIX[1])
+    return x ^ _shift_right(x, 31)
+
+
+def random_bits(seeds: torch.Tensor, shape: tuple[int, ...], stream: int) -> torch.Tensor:
+    """(N,) int64 seeds -> (N, *shape) int64 random bits: element e of sample i depends only
+    on (seeds[i], stream, e), so a sample's field does not depend on its batch."""
+    key = mix64(mix64(seeds.long()) + stream)
+    counters = torch.arange(1, math.prod(shape) + 1, device=seeds.device) * _int64(_GOLDEN)
+    return mix64(key[:, None] + counters).view(len(seeds), *shape)
+
+
+def uniform_pair(bits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two float32 uniforms from int64 random bits: 23 bits in (0, 1), from 2**-24 to
+    1 - 2**-24 (safe to take logs and quantiles of), and 24 bits in [0, 1)."""
+    high = _shift_right(bits, 41).float()
+    low = ((bits >> 16) & 0xFFFFFF).float()
+    return (high + 0.5) * 2.0**-23, low * 2.0**-24
+
+
+def gaussian_field(seeds: torch.Tensor, shape: tuple[int, ...], stream: int) -> torch.Tensor:
+    """(N, *shape) float32 standard normal values (Box-Muller), see ``random_bits``."""
+    radius, angle = uniform_pair(random_bits(seeds, shape, stream))
+    return torch.sqrt(-2 * torch.log(radius)) * torch.cos(2 * math.pi * angle)
+
+
+POISSON_UP, POISSON_DOWN = 2, 6  # steps from the first guess: enough for rates up to 256
+
+
+def poisson_field(rate: torch.Tensor, seeds: torch.Tensor, stream: int) -> torch.Tensor:
+    """Poisson(rate) counts, (N, ...) float32 rates in [0, 256] -> (N, ...) float32, sample
+    i drawn from ``seeds[i]`` alone: ``poisson_quantile`` of one uniform per element."""
+    u, _ = uniform_pair(random_bits(seeds, tuple(rate.shape[1:]), stream))
+    return poisson_quantile(u, rate).float()
+
+
+def poisson_quantile(u: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
+    """The smallest k with F(k) >= u, F the CDF of Poisson(rate): a uniform u in (0, 1)
+    gives a Poisson count (inversion). Rates in [0, 256]; float64 result.
+
+    A Cornish-Fisher guess ``rate + sqrt(rate) z + (z^2 - 1) / 6`` (z the normal quantile of
+    u) lies within -1..+5 of k for these rates (see the tests). F at the guess is one
+    ``gammaincc(k + 1, rate)``; then fixed numbers of steps up and down along the
+    probabilities (p(k + 1) = p(k) rate / (k + 1)) reach k. So every element costs the same
+    few batched ops whatever its rate, exact up to float64 rounding.
+    """
+    u, rate = u.double(), rate.double()
+    z = torch.special.ndtri(u)
+    guess = torch.floor(rate + rate.sqrt() * z + (z * z - 1) / 6 + 0.5)
+    k = torch.where(rate > 0, guess.clamp(min=0), 0.0)
+    cdf = torch.special.gammaincc(k + 1, rate)  # F(k)
+    pmf = torch.exp(k * torch.log(rate) - rate - torch.lgamma(k + 1))  # p(k); 1 at rate 0
+    pmf = torch.where(rate > 0, pmf, 1.0)
+    for _ in range(POISSON_UP):  # F(k) < u: one up
+        up = cdf < u
+        k = k + up.double()
+        pmf = torch.where(up, pmf * rate / k, pmf)
+        cdf = torch.where(up, cdf + pmf, cdf)
+    for _ in range(POISSON_DOWN):  # F(k - 1) = F(k) - p(k) >= u: one down
+        down = (k > 0) & (cdf - pmf >= u)
+        cdf = torch.where(down, cdf - pmf, cdf)
+        pmf = torch.where(down, pmf * k / rate, pmf)
+        k = k - down.double()
+    return k
+
+
+def add_noise(x: torch.Tensor, gaussian: torch.Tensor, gray: torch.Tensor,
+              amount: torch.Tensor, seeds: torch.Tensor, heights: torch.Tensor | None = None,
               widths: torch.Tensor | None = None) -> torch.Tensor:
     """``x`` + noise, clamped to [0, 1]: per sample either Gaussian, N(0, 1) x ``amount`` (the
     sigma in [0, 1] units), or shot noise, ``amount`` x (Poisson(q v) / v - q) with ``q`` the
     8-bit-rounded image and ``v`` = ``photon_levels`` (BasicSR's model). ``gray``: one field
     for all channels (Gaussian) or computed on luma (Poisson), like a grey sensor.
 
-    Each sample's random field comes from its own ``generators[i]`` (on ``x``'s device), so a
-    sample is a pure function of its generator's seed; the arithmetic is batched.
+    ``gaussian``, ``gray``: (N,) bool on the CPU (read here: no device sync); ``amount`` (N,)
+    float, ``seeds`` (N,) int64. Each sample's field comes from its own seed
+    (``gaussian_field``, ``poisson_field``), so a sample is a pure function of its seed;
+    each kind is drawn for its samples of the batch at once (``on_rows``).
     """
     n, c, h, w = x.shape
-    if not all(gaussian):  # shot noise: the 8-bit images and their Poisson scales, batched
-        if heights is None or widths is None:
-            heights, widths = full_sizes(x)
-        mask = valid_mask(x, heights, widths)
-        q = (x.clamp(0, 1) * 255).round()
-        luma = (grayscale(q / 255) * 255).round()
-        v_rgb, v_luma = photon_levels(q, mask), photon_levels(luma, mask)
-    fields = []
-    for i in range(n):
-        channels = 1 if gray[i] else c
-        if gaussian[i]:
-            field = torch.randn((channels, h, w), generator=generators[i], device=x.device,
-                                dtype=x.dtype)
-        else:
-            source, v = (luma[i], v_luma[i]) if gray[i] else (q[i], v_rgb[i])
-            source = source / 255
-            field = torch.poisson(source * v, generator=generators[i]) / v - source
-        fields.append(field.expand(c, h, w))
-    noise = torch.stack(fields)
-    return (x + noise * amount.to(x).view(n, 1, 1, 1)).clamp(0, 1)
+    # (small host tensors: non_blocking, as a plain copy to a GPU waits for all its work)
+    seeds = seeds.to(x.device, non_blocking=True)
+    grey = gray.to(x.device, non_blocking=True)
+    if heights is None or widths is None:
+        heights, widths = full_sizes(x)
+    field = torch.zeros_like(x)
+    field = on_rows(field, gaussian, lambda _, i: gaussian_field(seeds[i], (c, h, w), stream=0))
+    field = on_rows(field, ~gaussian, lambda _, i: shot_noise(x[i], grey[i], seeds[i],
+                                                              heights[i], widths[i]))
+    field = torch.where(grey.view(n, 1, 1, 1), field[:, :1].expand_as(field), field)
+    return (x + field * amount.to(x).view(n, 1, 1, 1)).clamp(0, 1)
+
+
+def shot_noise(x: torch.Tensor, gray: torch.Tensor, seeds: torch.Tensor, heights: torch.Tensor,
+               widths: torch.Tensor) -> torch.Tensor:
+    """BasicSR's Poisson noise field of canvases (N, C, H, W) in [0, 1]: Poisson(q v) / v - q
+    with ``q`` the 8-bit-rounded image (its luma, repeated, where ``gray``) and ``v`` its
+    ``photon_levels``; every channel the same where ``gray``."""
+    n = len(x)
+    mask = valid_mask(x, heights, widths)
+    q = (x.clamp(0, 1) * 255).round()
+    luma = (grayscale(q / 255) * 255).round()
+    grey = gray.view(n, 1, 1, 1)
+    v = torch.where(grey, photon_levels(luma, mask).view(n, 1, 1, 1),
+                    photon_levels(q, mask).view(n, 1, 1, 1))
+    source = torch.where(grey, luma, q) / 255  # (N, C, H, W): luma in every channel if grey
+    return poisson_field(source * v, seeds, stream=1) / v - source
 
 
 def jpeg(x: torch.Tensor, quality: int | list[int]) -> torch.Tensor:
@@ -488,30 +610,28 @@ def draw_plan(gen: torch.Generator, p: RealisticDegradation, hr_size: tuple[int,
     return plan
 
 
-def noise_generators(seeds: torch.Tensor, device: torch.device) -> list[torch.Generator]:
-    """One generator per sample on ``device``, seeded from the plan ((N,) int64 on the CPU)."""
-    return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds.tolist()]
-
-
 def apply_plans(hr: torch.Tensor, plans: Plan) -> torch.Tensor:
     """The realistic LR of a batch: HR (N, 3, H, W) float in [0, 1] on the training device,
-    ``plans`` a batch of ``draw_plan``s (on the CPU) -> (N, 3, H/s, W/s) float, 8-bit levels
-    / 255 (an LR image as a model will meet it: quantised, in [0, 1]).
+    ``plans`` a batch of ``draw_plan``s (on the CPU) -> (N, 3, H/s, W/s) float32, 8-bit
+    levels / 255 (an LR image as a model will meet it: quantised, in [0, 1]).
 
     Sample i's result depends only on ``hr[i]`` and plan i; all steps are batched tensor ops
-    on ``hr``'s device except the draw of each sample's noise field from its own generator.
+    on ``hr``'s device. Always in float32, even inside an autocast region (its matrix
+    products would run in bf16 there, and the JPEG step needs float64 matmuls).
     """
+    with torch.autocast(hr.device.type, enabled=False):
+        return apply_plans_fp32(hr.float(), plans)
+
+
+def apply_plans_fp32(hr: torch.Tensor, plans: Plan) -> torch.Tensor:
+    """``apply_plans`` with autocast off."""
     device = hr.device
     at = {k: v.to(device, non_blocking=True) for k, v in plans.items()}
 
     def stage_noise(x: torch.Tensor, stage: str, heights: torch.Tensor,
                     widths: torch.Tensor) -> torch.Tensor:
-        return add_noise(x, plans[f"gaussian{stage}"].tolist(), plans[f"gray{stage}"].tolist(),
-                         at[f"noise_amount{stage}"],
-                         noise_generators(plans[f"noise_seed{stage}"], device), heights, widths)
-
-    def per_sample(flag: str) -> torch.Tensor:
-        return at[flag].view(-1, 1, 1, 1)
+        return add_noise(x, plans[f"gaussian{stage}"], plans[f"gray{stage}"],
+                         at[f"noise_amount{stage}"], at[f"noise_seed{stage}"], heights, widths)
 
     # first stage
     x = blur(hr, at["kernel"])
@@ -519,16 +639,16 @@ def apply_plans(hr: torch.Tensor, plans: Plan) -> torch.Tensor:
     h1, w1 = at["size"][:, 0], at["size"][:, 1]
     x = jpeg_canvas(stage_noise(x, "", h1, w1), at["quality"], h1, w1)
     # second stage
-    x = torch.where(per_sample("blur2"), blur(x, at["kernel2"], h1, w1), x)
+    x = on_rows(x, plans["blur2"], lambda y, i: blur(y, at["kernel2"][i], h1[i], w1[i]))
     x = resize_canvas(x, at["rows2"], at["cols2"])
     h2, w2 = at["size2"][:, 0], at["size2"][:, 1]
     x = stage_noise(x, "2", h2, w2)
     # final: JPEG then resize + sinc, or resize + sinc then JPEG
-    jpeg_first = per_sample("jpeg_first")
-    x = torch.where(jpeg_first, jpeg_canvas(x, at["quality2"], h2, w2), x)
+    jpeg_first = plans["jpeg_first"]
+    x = on_rows(x, jpeg_first, lambda y, i: jpeg_canvas(y, at["quality2"][i], h2[i], w2[i]))
     x = resize_canvas(x, at["rows_final"], at["cols_final"])
-    x = torch.where(per_sample("sinc"), blur(x, at["kernel_final"]), x)
-    x = torch.where(jpeg_first, x, jpeg_canvas(x, at["quality2"]))
+    x = on_rows(x, plans["sinc"], lambda y, i: blur(y, at["kernel_final"][i]))
+    x = on_rows(x, ~jpeg_first, lambda y, i: jpeg_canvas(y, at["quality2"][i]))
     return (x.clamp(0, 1) * 255).round() / 255
 
 
@@ -571,8 +691,9 @@ class EvalDegradation:
             return lr
         x = pil_to_tensor(lr)[None].float() / 255
         if self.noise_sigma > 0:
-            gen = torch.Generator().manual_seed(seed)
-            x = add_noise(x, [True], [False], torch.tensor([self.noise_sigma / 255]), [gen])
+            gen = torch.Generator().manual_seed(seed)  # its own draw: inputs stay as published
+            noise = torch.randn(x.shape[1:], generator=gen)
+            x = (x + noise * torch.tensor(self.noise_sigma / 255)).clamp(0, 1)
         if self.jpeg_quality:
             x = jpeg(x, self.jpeg_quality)
         return tensor_to_pil(x[0])

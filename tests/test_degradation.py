@@ -116,8 +116,9 @@ def test_noise_is_seeded_clamped_and_grey_when_asked(step, gray):
     amount = torch.tensor([20 / 255 if step == "gaussian" else 0.5] * 2)
 
     def add(images, seed):
-        return degradation.add_noise(images, [step == "gaussian"] * 2, [gray] * 2, amount,
-                                     [seeded(seed), seeded(seed + 100)])
+        return degradation.add_noise(images, torch.tensor([step == "gaussian"] * 2),
+                                     torch.tensor([gray] * 2), amount,
+                                     torch.tensor([seed, seed + 100]))
 
     out = add(x, 1)
     check_image(out, x.shape)
@@ -129,6 +130,106 @@ def test_noise_is_seeded_clamped_and_grey_when_asked(step, gray):
     same_in_channels = torch.allclose(noise[:, 0], noise[:, 1], atol=1e-5) and torch.allclose(
         noise[:, 1], noise[:, 2], atol=1e-5)
     assert same_in_channels == gray
+
+
+def splitmix64_reference(seed: int, stream: int, count: int) -> list[int]:
+    """Plain-Python splitmix64 (unsigned 64-bit) outputs 1..count of the key of ``random_bits``."""
+    mask = (1 << 64) - 1
+
+    def mix(z: int) -> int:
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        return z ^ (z >> 31)
+
+    key = (mix(seed & mask) + stream) & mask
+    key = mix(key)
+    return [mix((key + e * 0x9E3779B97F4A7C15) & mask) for e in range(1, count + 1)]
+
+
+def test_counter_based_bits_are_splitmix64_and_independent_of_the_batch():
+    seeds = torch.tensor([0, 12345, 2**62 - 1, 7])
+    bits = degradation.random_bits(seeds, (2, 3), stream=4)
+    assert bits.shape == (4, 2, 3) and bits.dtype == torch.int64
+    for seed, row in zip(seeds.tolist(), bits, strict=True):
+        expected = [b - (1 << 64) if b >= 1 << 63 else b
+                    for b in splitmix64_reference(seed, 4, 6)]
+        assert row.flatten().tolist() == expected
+    alone = degradation.random_bits(seeds[1:2], (2, 3), stream=4)
+    assert torch.equal(alone[0], bits[1]), "a sample's bits do not depend on its batch"
+    assert not torch.equal(degradation.random_bits(seeds, (2, 3), stream=5), bits)
+    extremes = degradation.uniform_pair(torch.tensor([0, -1]))  # all bits 0, all bits 1
+    assert extremes[0].tolist() == [2.0**-24, 1 - 2.0**-24]  # open interval: log, quantile
+    assert extremes[1].tolist() == [0.0, 1 - 2.0**-24]
+
+
+def test_gaussian_field_is_standard_normal():
+    z = degradation.gaussian_field(torch.tensor([3, 4]), (200, 500), stream=0)
+    assert z.dtype == torch.float32 and z.shape == (2, 200, 500)
+    assert abs(float(z.mean())) < 0.01 and abs(float(z.std()) - 1) < 0.01
+    assert abs(float((z > 1.96).float().mean()) - 0.025) < 0.002
+
+
+def test_poisson_quantile_is_the_exact_inverse_cdf():
+    """Every rate BasicSR's model can ask for (0 to 256) and uniforms up to the extremes of
+    ``uniform_pair`` (2**-24, 1 - 2**-24): the batched guess-and-walk inversion equals a
+    plain search of the CDF."""
+    rates = torch.cat([torch.tensor([0.0, 1e-6, 1e-3, 0.05]), torch.linspace(0.1, 256, 300)])
+    u = torch.cat([torch.tensor([2.0**-24, 2.0**-23, 1e-6, 1e-3]),
+                   torch.linspace(0.01, 0.99, 99),
+                   torch.tensor([1 - 1e-3, 1 - 1e-6, 1 - 2.0**-23, 1 - 2.0**-24])])
+    rate, uniform = torch.meshgrid(rates, u, indexing="ij")
+    counts = degradation.poisson_quantile(uniform, rate)
+    k = torch.arange(0, 500, dtype=torch.float64)  # reference: the first k with F(k) >= u
+    cdf = torch.special.gammaincc(k[None] + 1, rates.double()[:, None])  # (rates, k)
+    expected = (cdf[:, None, :] < u.double()[None, :, None]).sum(-1).double()
+    assert torch.equal(counts, expected)
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.3, 2.5, 37.0, 255.0])
+def test_poisson_field_has_the_poisson_distribution(rate):
+    n = 100_000
+    counts = degradation.poisson_field(torch.full((2, n // 2), rate), torch.tensor([1, 2]), 3)
+    assert counts.dtype == torch.float32 and torch.equal(counts, counts.round())
+    assert float(counts.min()) >= 0
+    tolerance = 5 * math.sqrt(max(rate, 1e-3) / n)  # 5 standard errors of the mean
+    assert abs(float(counts.mean()) - rate) < tolerance + 1e-9
+    if rate > 0:
+        assert abs(float(counts.var()) / rate - 1) < 0.04
+        for k in range(int(rate), int(rate) + 3):
+            p = math.exp(-rate + k * math.log(rate) - math.lgamma(k + 1))
+            assert abs(float((counts == k).float().mean()) - p) < 5 * math.sqrt(p / n) + 1e-4
+
+
+def test_realistic_chain_stays_float32_under_autocast():
+    """The chain's matrix products and JPEG must not drop to bf16 when a caller's autocast
+    region encloses it: the same float32 result inside and outside."""
+    hr = (batch(n=2, size=32, seed=8) * 255).round() / 255
+    plans = default_collate([degradation.draw_plan(seeded(s), RealisticDegradation(), (32, 32),
+                                                   4) for s in (3, 4)])
+    plain = degradation.apply_plans(hr, plans)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = degradation.apply_plans(hr, plans)
+    assert inside.dtype == plain.dtype == torch.float32
+    assert torch.equal(inside, plain)
+
+
+def test_noise_of_a_sample_does_not_depend_on_its_batch():
+    """Gaussian, shot, colour and grey samples drawn together (each kind batched) equal each
+    drawn alone, in canvases whose images have their own sizes."""
+    x = 0.3 + 0.4 * batch(n=4, size=20, seed=9)  # mid-range: the noise is not clamped
+    gaussian, gray = torch.tensor([True, False, True, False]), torch.tensor([False, True, True,
+                                                                            False])
+    amount, seeds = torch.tensor([0.05, 1.0, 0.02, 2.0]), torch.tensor([11, 12, 13, 14])
+    heights, widths = torch.tensor([20, 9, 14, 20]), torch.tensor([20, 17, 5, 11])
+    together = degradation.add_noise(x, gaussian, gray, amount, seeds, heights, widths)
+    for i in range(4):
+        alone = degradation.add_noise(x[i:i + 1], gaussian[i:i + 1], gray[i:i + 1],
+                                      amount[i:i + 1], seeds[i:i + 1], heights[i:i + 1],
+                                      widths[i:i + 1])
+        assert torch.equal(together[i], alone[0]), i
+    noise = together - x
+    assert torch.allclose(noise[1, 0], noise[1, 2], atol=1e-6), "grey shot noise"
+    assert not torch.allclose(noise[3, 0], noise[3, 1], atol=1e-3), "colour shot noise"
 
 
 def test_poisson_scale_counts_the_levels_of_the_image_only():

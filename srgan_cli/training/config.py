@@ -42,7 +42,7 @@ class TrainConfig:
     scale: int = 4
     patch_size: int = 96
     batch_size: int = 16  # global: split evenly over the processes under torchrun
-    workers: int = -1  # DataLoader processes; -1 = auto (0 for cached sets on CPU)
+    workers: int = -1  # DataLoader processes; -1 = auto (0 for cached bicubic sets)
     cache_mb: int = 4096  # sets whose decoded size fits are kept in memory
     degradation: str = "bicubic"  # bicubic (the paper) | realistic (Real-ESRGAN, real photos)
     realistic: RealisticDegradation = field(default_factory=RealisticDegradation)

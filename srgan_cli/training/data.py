@@ -23,27 +23,41 @@ Samples are uint8 tensors (the cheapest to move around); ``to_training_pair`` tu
 into the float [0, 1] convention of ``models.py`` on the training device.
 
 Small sets (decoded size up to ``cache_mb``) are decoded once and kept in memory; larger
-ones are decoded on the fly, which is what the DataLoader worker processes are for.
+ones are decoded on the fly, which is what the DataLoader worker processes are for. The
+training loop makes the batches of a cached set on its device instead (``device_batches``):
+the images are kept there, each sample's choices are drawn on the CPU exactly as above, and
+crops and bicubic LR patches are cut and computed there for the whole batch, so the same
+batches cost a few batched ops instead of per-sample copies and a host-to-device transfer.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import os
-from collections.abc import Iterator, Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from .. import degradation, images
+from .. import degradation, images, resize
 from ..degradation import Plan, RealisticDegradation, downscale_tensor
 from ..errors import ImageError, TrainingError
 from .distributed import Shard
 
+T = TypeVar("T")
+
 SEED_STRIDE = 1 << 40
 """Per-sample generator seed = seed * SEED_STRIDE + sample index (mod 2**63)."""
+
+CROP_FIELDS = ("image", "top", "left", "flip", "rotations")
+"""The columns of a batch of crop choices ((n, 5) int64), see ``PatchDataset.draw_crop``."""
 
 
 @dataclass
@@ -159,25 +173,78 @@ class PatchDataset(Dataset):
     def __len__(self) -> int:  # samples are drawn by index from an endless stream
         return 2**62
 
+    def sample_seed(self, index: int) -> int:
+        return (self.seed * SEED_STRIDE + index) % 2**63
+
     def generator(self, index: int) -> torch.Generator:
-        return torch.Generator().manual_seed((self.seed * SEED_STRIDE + index) % 2**63)
+        return torch.Generator().manual_seed(self.sample_seed(index))
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor | Plan, torch.Tensor]:
-        gen = self.generator(index)
-
-        def draw(high: int) -> int:
-            return int(torch.randint(high, (1,), generator=gen))
-
+    def draw_crop(self, draw: Callable[[int], int]) -> list[int]:
+        """A sample's crop choices ``[image, top, left, flip (0/1), rotations (0-3)]``
+        (``CROP_FIELDS``), in this order from ``draw(high)``, a random int in [0, high)."""
         i = draw(len(self.paths))
         width, height = self.sizes[i]
         top, left = draw(height - self.patch_size + 1), draw(width - self.patch_size + 1)
-        flip, rotations = bool(draw(2)), draw(4)
+        return [i, top, left, draw(2), draw(4)]
+
+    def crop_choices(self, indices: Sequence[int]) -> torch.Tensor:
+        """(n, 5) int64: ``draw_crop`` of samples ``indices``, as their generators draw it,
+        ten times cheaper than a ``torch.Generator`` per sample.
+
+        A CPU ``torch.Generator`` is an MT19937 seeded with the low 32 bits of its seed, and
+        ``torch.randint(high)`` takes one 32-bit output modulo ``high``; numpy's MT19937 with
+        the same (legacy) seeding gives the same outputs (tested: ``draw`` equals this).
+        """
+        if not hasattr(np.random.MT19937, "_legacy_seeding"):  # numpy without it: the slow way
+            return torch.tensor([self.draw_crop(torch_draw(self.generator(i))) for i in indices],
+                                dtype=torch.int64).reshape(len(indices), len(CROP_FIELDS))
+        mt = np.random.MT19937()
+        rows = []
+        for index in indices:
+            mt._legacy_seeding(self.sample_seed(index) & 0xFFFFFFFF)
+            rows.append(self.draw_crop(lambda high: int(mt.random_raw()) % high))
+        return torch.tensor(rows, dtype=torch.int64).reshape(len(rows), len(CROP_FIELDS))
+
+    def draw_plan(self, gen: torch.Generator) -> Plan:
+        """The realistic plan of a sample, drawn after its crop from the same generator."""
+        p = self.patch_size
+        return degradation.draw_plan(gen, self.realistic, (p, p), self.scale)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | Plan, torch.Tensor]:
+        gen = self.generator(index)
+        i, top, left, flip, rotations = self.draw_crop(torch_draw(gen))
         image = self.cache[i] if self.cache is not None else images.read_rgb_uint8(self.paths[i])
         p = self.patch_size
-        hr = augment(image[:, top:top + p, left:left + p], flip, rotations).contiguous()
+        hr = augment(image[:, top:top + p, left:left + p], bool(flip), rotations).contiguous()
         if self.realistic is not None:
-            return degradation.draw_plan(gen, self.realistic, (p, p), self.scale), hr
+            return self.draw_plan(gen), hr
         return downscale_tensor(hr, self.scale), hr
+
+    def draw(self, index: int) -> tuple[torch.Tensor, Plan]:
+        """Only the random choices of sample ``index``, as ``__getitem__`` draws them: its
+        crop (5,) int64 (``CROP_FIELDS``) and its realistic plan ({} for bicubic)."""
+        gen = self.generator(index)
+        crop = torch.tensor(self.draw_crop(torch_draw(gen)))
+        return crop, self.draw_plan(gen) if self.realistic is not None else {}
+
+
+def torch_draw(gen: torch.Generator) -> Callable[[int], int]:
+    """``draw(high)`` for ``PatchDataset.draw_crop``: a random int in [0, high) from ``gen``."""
+    return lambda high: int(torch.randint(high, (1,), generator=gen))
+
+
+class Draws(Dataset):
+    """``PatchDataset.draw`` as a dataset, for DataLoader workers: no images in it."""
+
+    def __init__(self, dataset: PatchDataset) -> None:
+        self.dataset = copy.copy(dataset)
+        self.dataset.cache = None  # the workers draw; the images stay with the batch maker
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, Plan]:
+        return self.dataset.draw(index)
 
 
 def rank_batch_size(batch_size: int, processes: int) -> int:
@@ -205,18 +272,39 @@ class StreamSampler(Sampler[int]):
         return sample_indices(self.batch_size, self.start_step, self.share)
 
 
+def loader(dataset: Dataset, size: int, start_step: int, batch_size: int, share: Shard,
+           workers: int, pin_memory: bool) -> DataLoader:
+    """A DataLoader of ``dataset``'s samples ``sample_indices``, ``size`` per batch, made by
+    ``workers`` (>= 1) processes."""
+    return DataLoader(
+        dataset, batch_size=size, sampler=StreamSampler(batch_size, start_step, share),
+        num_workers=workers, pin_memory=pin_memory, persistent_workers=True, prefetch_factor=4,
+    )
+
+
+def batch_path(dataset: PatchDataset) -> str:
+    """Where batches are made: ``"device"`` for a cached dataset (``device_batches``: crops
+    cut on the training device), ``"workers"`` otherwise (decoded and cut per sample on the
+    CPU, in DataLoader workers when there are any)."""
+    return "device" if dataset.cache is not None else "workers"
+
+
 def batches(
     dataset: PatchDataset, batch_size: int, start_step: int, workers: int,
-    pin_memory: bool = False, share: Shard | None = None,
+    pin_memory: bool = False, share: Shard | None = None, device: torch.device | None = None,
 ) -> Iterator[tuple[torch.Tensor | Plan, torch.Tensor]]:
     """Endless (lr, hr) uint8 batches (n, 3, h, w), (n, 3, H, W) from step ``start_step`` on
     (or (plans, hr), see ``PatchDataset``): ``share`` of each global batch of ``batch_size``
     samples (n = batch_size / share.count).
 
-    ``workers=0`` builds batches in this process; otherwise a DataLoader with that many worker
-    processes does. Both give exactly the same batches.
+    With a ``device`` and a cached dataset (``batch_path``), the batches are made on that
+    device (``device_batches``). Otherwise ``workers=0`` builds them in this process, and
+    ``workers`` > 0 worker processes of a DataLoader do. All give exactly the same batches.
     """
     share = share or Shard()
+    if device is not None and batch_path(dataset) == "device":
+        yield from device_batches(dataset, batch_size, start_step, workers, device, share)
+        return
     size = rank_batch_size(batch_size, share.count)
     if workers == 0:
         indices = sample_indices(batch_size, start_step, share)
@@ -224,17 +312,156 @@ def batches(
             lr, hr = default_collate([dataset[i] for i in itertools.islice(indices, size)])
             yield lr, hr  # batched as the DataLoader batches them
     else:
-        loader = DataLoader(
-            dataset, batch_size=size, sampler=StreamSampler(batch_size, start_step, share),
-            num_workers=workers, pin_memory=pin_memory, persistent_workers=True,
-            prefetch_factor=4,
-        )
-        yield from loader
+        yield from loader(dataset, size, start_step, batch_size, share, workers, pin_memory)
 
 
-def auto_workers(cached: bool, cuda: bool) -> int:
-    """Worker processes when not set: none for cached sets on CPU, else a few per GPU."""
+# --------------------------------------------------------------------------- device batches
+#
+# A cached dataset's images live on the training device in one flat uint8 buffer. Only the
+# random choices of each sample (crop and realistic plan) are drawn on the CPU, from the same
+# per-sample generator as ``PatchDataset.__getitem__``; a batch of crops is then one gather
+# there, and its bicubic LR one batched resize: the same batches, without the per-sample
+# copies, collation and host-to-device transfer of the image data.
+
+def augmentation_views(patch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, cols), (8, P, P) int64 each: for augmentation ``flip * 4 + rotations``, the
+    row and column in the crop of the source of each output pixel (``augment`` applied to
+    the source positions)."""
+    grid = torch.arange(patch_size)
+    positions = torch.stack(torch.meshgrid(grid, grid, indexing="ij"))  # (2, P, P)
+    views = torch.stack([augment(positions, bool(flip), rotations)
+                         for flip in (0, 1) for rotations in range(4)])
+    return views[:, 0].contiguous(), views[:, 1].contiguous()
+
+
+class DeviceImages:
+    """Decoded (3, H, W) uint8 images on ``device``, and augmented crops cut from them.
+
+    The images lie one after another in one flat uint8 buffer, each at its ``offsets`` entry,
+    so cutting a batch of crops, with their flips and rotations folded into the indices, is
+    one gather, whatever the images' sizes.
+    """
+
+    def __init__(self, images_: Sequence[torch.Tensor], patch_size: int,
+                 device: torch.device) -> None:
+        lengths = torch.tensor([image.numel() for image in images_])
+        offsets = lengths.cumsum(0) - lengths
+        self.pixels = torch.empty(int(lengths.sum()), dtype=torch.uint8, device=device)
+        for image, offset, length in zip(images_, offsets.tolist(), lengths.tolist(),
+                                         strict=True):
+            self.pixels[offset:offset + length].copy_(image.reshape(-1))  # no second host copy
+        self.offsets = offsets.to(device)
+        self.heights = torch.tensor([image.shape[-2] for image in images_], device=device)
+        self.widths = torch.tensor([image.shape[-1] for image in images_], device=device)
+        self.patch_size = patch_size
+        self.rows, self.cols = (v.to(device) for v in augmentation_views(patch_size))
+
+    def crops(self, choices: torch.Tensor) -> torch.Tensor:
+        """Crop choices (n, 5) int64 (``CROP_FIELDS``) on the device -> (n, 3, P, P) uint8:
+        sample i is ``augment(images[i][:, top:top + P, left:left + P], flip, rotations)``."""
+        image, top, left, flip, rotations = choices.unbind(1)
+        view = flip * 4 + rotations
+        rows = top[:, None, None] + self.rows[view]  # (n, P, P) source rows in the image
+        cols = left[:, None, None] + self.cols[view]
+        pixel = rows * self.widths[image][:, None, None] + cols
+        plane = self.heights[image] * self.widths[image]
+        channel = torch.arange(3, device=choices.device) * plane[:, None]  # (n, 3)
+        start = self.offsets[image][:, None] + channel
+        return torch.take(self.pixels, start[:, :, None, None] + pixel[:, None])
+
+
+def pinned(batch: tuple[torch.Tensor, Plan]) -> tuple[torch.Tensor, Plan]:
+    """A batch of draws in page-locked memory, so its copy to a GPU can overlap work."""
+    crops, plans = batch
+    return crops.pin_memory(), {k: v.pin_memory() for k, v in plans.items()}
+
+
+def draw_batches(
+    dataset: PatchDataset, batch_size: int, start_step: int, workers: int, pin_memory: bool,
+    share: Shard,
+) -> Iterator[tuple[torch.Tensor, Plan]]:
+    """The random choices of ``share`` of each batch from ``start_step`` on: (crops (n, 5)
+    int64, plans: a batch of ``draw_plan``s, {} for bicubic), on the CPU.
+
+    ``workers=0``: drawn in a background thread, the next batches while this one trains
+    (one thread, in order: the same draws); else by DataLoader worker processes.
+    """
+    size = rank_batch_size(batch_size, share.count)
+    draws = Draws(dataset)
+    if workers > 0:
+        yield from loader(draws, size, start_step, batch_size, share, workers, pin_memory)
+        return
+    indices = sample_indices(batch_size, start_step, share)
+
+    def draw_all() -> Iterator[tuple[torch.Tensor, Plan]]:
+        while True:
+            chosen = list(itertools.islice(indices, size))
+            if dataset.realistic is None:
+                batch = dataset.crop_choices(chosen), {}
+            else:  # the plan continues each sample's torch.Generator
+                batch = default_collate([draws[i] for i in chosen])
+            yield pinned(batch) if pin_memory else batch
+
+    yield from prefetch(draw_all(), depth=2)
+
+
+def prefetch(items: Iterator[T], depth: int) -> Iterator[T]:
+    """``items``, made up to ``depth`` ahead by a background thread: the same items in the
+    same order. An exception there is raised here; closing this iterator stops the thread."""
+    made: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                made.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer
+            put((None, error))
+
+    threading.Thread(target=produce, name="srgan-draws", daemon=True).start()
+    try:
+        while True:
+            item, error = made.get()
+            if error is not None:
+                raise error
+            yield item
+    finally:
+        stop.set()
+
+
+def device_batches(
+    dataset: PatchDataset, batch_size: int, start_step: int, workers: int,
+    device: torch.device, share: Shard,
+) -> Iterator[tuple[torch.Tensor | Plan, torch.Tensor]]:
+    """``batches`` of a cached dataset, made on ``device``: (lr, hr) uint8 there, or (plans
+    on the CPU, hr) for realistic degradations (``to_training_pair`` applies them there).
+
+    The choices are drawn on the CPU (``draw_batches``; ``workers`` processes, or a thread);
+    the crops are cut by ``DeviceImages`` and the bicubic LR made by the batched
+    ``resize.pil_bicubic_downscale``, both on ``device``. The host never waits for it.
+    """
+    cuda = device.type == "cuda"
+    hr_images = DeviceImages(dataset.cache, dataset.patch_size, device)
+    for crops, plans in draw_batches(dataset, batch_size, start_step, workers, cuda, share):
+        hr = hr_images.crops(crops.to(device, non_blocking=True))
+        if dataset.realistic is not None:
+            yield plans, hr
+        else:
+            yield resize.pil_bicubic_downscale(hr, dataset.scale), hr
+
+
+def auto_workers(cheap: bool) -> int:
+    """Worker processes when not set: none for cached bicubic sets (their batches are made
+    on the training device, ``device_batches``), else a few."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if cached and not cuda:
-        return 0
-    return max(0, min(2 if cached else 8, (cpus or 1) - 1))
+    return 0 if cheap else max(0, min(8, (cpus or 1) - 1))

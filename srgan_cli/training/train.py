@@ -367,13 +367,14 @@ class Trainer:
         realistic = cfg.realistic if cfg.degradation == "realistic" else None
         self.dataset = data.PatchDataset(found, cfg.patch_size, cfg.scale, cfg.seed, cached,
                                          realistic)
-        cuda = self.device.type == "cuda"
-        # realistic samples cost far more than a crop: they want worker processes even cached
+        # cached bicubic batches are made on the device, their crops drawn in a thread;
+        # realistic plans cost far more than a crop: they want worker processes even cached
         cheap = cached and realistic is None
-        self.workers = cfg.workers if cfg.workers >= 0 else data.auto_workers(cheap, cuda)
+        self.workers = cfg.workers if cfg.workers >= 0 else data.auto_workers(cheap)
         self.left_out = found.reasons  # path -> why it is not used
         return {"images": len(found.paths), "too_small": len(found.too_small),
-                "unreadable": len(found.unreadable), "cached": cached, "workers": self.workers,
+                "unreadable": len(found.unreadable), "cached": cached,
+                "batches": data.batch_path(self.dataset), "workers": self.workers,
                 "degradation": cfg.degradation,
                 "decoded_mb": round(found.decoded_bytes / 2**20, 1)}
 
@@ -711,7 +712,7 @@ class Trainer:
                     resumed = None
                 stream = stream or data.batches(self.dataset, cfg.batch_size, self.step,
                                                 self.workers, self.device.type == "cuda",
-                                                self.share)
+                                                self.share, device=self.device)
                 self.run_phase(phase, stream, on_step)
                 if self.agreed_stop():
                     break
