@@ -68,6 +68,15 @@ def test_cheap_crop_draws_equal_the_per_sample_generators(train_dir):
     assert set(expected[:, 0].tolist()) == {0, 1, 2, 3}, "every image drawn"
 
 
+def test_the_seed_changes_the_samples_and_seed_0_keeps_them(train_dir):
+    """A CPU torch.Generator keeps only the low 32 bits of its seed: the run's seed must
+    move them (it used to sit above them, so every seed drew the same crops)."""
+    crops = {seed: dataset(train_dir, seed=seed).crop_choices(range(64)) for seed in (0, 1, 2)}
+    assert not torch.equal(crops[0], crops[1]) and not torch.equal(crops[1], crops[2])
+    assert dataset(train_dir, seed=0).sample_seed(12345) == 12345  # seed 0: as before
+    assert len({dataset(train_dir, seed=s).sample_seed(0) for s in range(1000)}) == 1000
+
+
 @pytest.mark.parametrize("share", [Shard(), Shard(1, 2), Shard(0, 3)])
 def test_device_batches_equal_the_per_sample_batches(train_dir, share):
     ds = dataset(train_dir, seed=5)

@@ -53,8 +53,13 @@ from .distributed import Shard
 
 T = TypeVar("T")
 
-SEED_STRIDE = 1 << 40
-"""Per-sample generator seed = seed * SEED_STRIDE + sample index (mod 2**63)."""
+SEED_STEP = 0x9E3779B9
+"""Per-sample generator seed = (sample index + seed * SEED_STEP) mod 2**32.
+
+A CPU ``torch.Generator`` (MT19937) keeps only the low 32 bits of its seed, so the run's
+seed must move those bits: seed 0 gives each sample its index as seed, and other seeds shift
+the whole stream by an odd multiple of the golden-ratio step (distinct for every seed mod
+2**32, and far apart for small seeds)."""
 
 CROP_FIELDS = ("image", "top", "left", "flip", "rotations")
 """The columns of a batch of crop choices ((n, 5) int64), see ``PatchDataset.draw_crop``."""
@@ -174,7 +179,8 @@ class PatchDataset(Dataset):
         return 2**62
 
     def sample_seed(self, index: int) -> int:
-        return (self.seed * SEED_STRIDE + index) % 2**63
+        """The seed of sample ``index``'s generator (``SEED_STEP``)."""
+        return (index + self.seed * SEED_STEP) % 2**32
 
     def generator(self, index: int) -> torch.Generator:
         return torch.Generator().manual_seed(self.sample_seed(index))
@@ -201,7 +207,7 @@ class PatchDataset(Dataset):
         mt = np.random.MT19937()
         rows = []
         for index in indices:
-            mt._legacy_seeding(self.sample_seed(index) & 0xFFFFFFFF)
+            mt._legacy_seeding(self.sample_seed(index))
             rows.append(self.draw_crop(lambda high: int(mt.random_raw()) % high))
         return torch.tensor(rows, dtype=torch.int64).reshape(len(rows), len(CROP_FIELDS))
 
