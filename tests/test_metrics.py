@@ -10,6 +10,7 @@ from PIL import Image, ImageFilter
 from safetensors.torch import save_file
 
 from srgan_cli.degradation import bicubic_downscale, bicubic_upscale, crop_to_multiple
+from srgan_cli.errors import SrganError
 from srgan_cli.metrics import LPIPS, load_lpips, lr_consistency, psnr, rgb_to_y, ssim
 
 
@@ -186,7 +187,7 @@ def test_lpips_from_file_reads_backbone_and_linear_layers(tmp_path, monkeypatch)
     save_file(tensors, str(no_lins), metadata={"mean": "[0.5, 0.5, 0.5]"})
     with pytest.raises(ValueError, match="lin0.weight"):
         LPIPS.from_file(no_lins)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(SrganError, match="not found"):  # one error line, not a traceback
         load_lpips(tmp_path / "missing.safetensors")
 
 
