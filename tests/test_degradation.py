@@ -335,10 +335,11 @@ def test_config_file_sets_the_realistic_ranges_and_round_trips(tmp_path):
 
 def test_bicubic_patches_are_unchanged_bit_for_bit(tmp_path):
     """The paper protocol must not move: these samples hash as they did before the realistic
-    pipeline existed (computed with commit bf95c95)."""
+    pipeline existed (computed with commit bf95c95, at seed 3, which then drew what seed 0
+    draws now: the run seed did not reach the generators before 8a41382)."""
     rng = np.random.default_rng(7)
     Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(tmp_path / "a.png")
-    dataset = data.PatchDataset(data.scan_folders([tmp_path], 16), 16, 4, seed=3, cache=True)
+    dataset = data.PatchDataset(data.scan_folders([tmp_path], 16), 16, 4, seed=0, cache=True)
     digest = hashlib.sha256()
     for i in range(8):
         lr, hr = dataset[i]

@@ -140,3 +140,7 @@ def test_the_start_record_says_where_batches_are_made(tmp_path, train_dir, cache
     train(config, tmp_path / "run")
     start = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])
     assert (start["batches"], start["cached"]) == (path, path == "device")
+    # the batch stream ended with the run: no thread of it is left to run at interpreter
+    # exit (one that was aborted a torchrun process: "terminate called without an active
+    # exception")
+    assert not [t for t in threading.enumerate() if t.name == "srgan-draws"]

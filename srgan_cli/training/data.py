@@ -434,15 +434,17 @@ def prefetch(items: Iterator[T], depth: int) -> Iterator[T]:
         except BaseException as error:  # noqa: BLE001 - handed to the consumer
             put((None, error))
 
-    threading.Thread(target=produce, name="srgan-draws", daemon=True).start()
+    producer = threading.Thread(target=produce, name="srgan-draws", daemon=True)
+    producer.start()
     try:
         while True:
             item, error = made.get()
             if error is not None:
                 raise error
             yield item
-    finally:
+    finally:  # the thread ends before this returns: none runs torch code at interpreter exit
         stop.set()
+        producer.join(timeout=30)
 
 
 def device_batches(

@@ -30,6 +30,7 @@ be resumed with any number of processes.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -698,7 +699,9 @@ class Trainer:
                 self.display.message(f"{path}: skipped ({reason})")
         self.saved_step = self.step
         stream = None
-        with deferred_interrupt(self.request_stop):
+        with deferred_interrupt(self.request_stop), contextlib.ExitStack() as ends:
+            # the batch stream's threads and worker processes end with the loop, not at exit
+            ends.callback(lambda: stream is not None and stream.close())
             for phase in plan_phases(cfg):
                 if self.step >= phase.end:
                     continue
