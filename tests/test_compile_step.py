@@ -5,12 +5,14 @@ what CUDA graphs do on a GPU is not tested here (README "How fast")."""
 
 from __future__ import annotations
 
+import importlib.util
 from types import SimpleNamespace
 
 import pytest
 import torch
 from click.testing import CliRunner
 from test_train import assert_same_states, interrupt_at, log_records, random_png, tiny
+from test_train_speed import BENCHMARK
 
 from srgan_cli.cli import main
 from srgan_cli.errors import TrainingError
@@ -158,3 +160,28 @@ def test_step_mode_trains_saves_and_resumes_exactly_close_to_eager(tmp_path, hr_
             if name in theirs:  # later steps: rounding differences grown through Adam
                 assert ours[name] == pytest.approx(theirs[name], rel=1e-3), (ours, name)
     assert 'compile = "step"' in (tmp_path / "straight" / "config.toml").read_text()
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("train_speed", BENCHMARK)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    return benchmark
+
+
+def test_benchmark_takes_a_mode_and_maps_it_for_code_from_before_the_modes(tmp_path):
+    benchmark = load_benchmark()
+    parse = benchmark.parse_args
+    assert parse(["--device", "cpu"]).compile == "off"
+    assert parse(["--compile", "--device", "cpu"]).compile == "networks"
+    args = parse(["--compile", "step", "--device", "cpu"])
+    assert args.compile == "step"
+    assert benchmark.child_arguments(args, tmp_path)[-3:] == ["--compile", "step", "--json"]
+    modes = ("off", "networks", "step")
+    assert [benchmark.compile_value(m, modes) for m in modes] == list(modes)
+    assert [benchmark.compile_value(m, None) for m in modes] == [False, True, False]
+    assert benchmark.compile_text({"compile": "step", "baseline": {"compile": False}}) == (
+        "step (baseline: off)")
