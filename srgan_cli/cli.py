@@ -27,8 +27,8 @@ from .checkpoints import DEFAULT_MODEL, PERCEPTION_ENDS, REGISTRY, weights_dir
 from .errors import SrganError
 from .json_output import to_json
 from .models import NORMS
-from .training.config import COMPILE_MODES
 from .signals import describe, exit_status, sigterm_as_interrupt
+from .training.config import COMPILE_MODES
 
 if TYPE_CHECKING:
     from .training.distributed import Shard

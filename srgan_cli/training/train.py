@@ -383,7 +383,9 @@ class Trainer:
         """
         if self.config.compile != "step":
             return function
-        return torch.compile(function, mode=step_compile_mode(self.device))
+        # dynamic=False: graphs specialised to the phase's one batch shape, as CUDA graphs
+        # are (a later run in the same process with other patches compiles its own)
+        return torch.compile(function, mode=step_compile_mode(self.device), dynamic=False)
 
     def prepare_data(self) -> dict:
         cfg = self.config
