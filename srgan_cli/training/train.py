@@ -379,7 +379,10 @@ class Trainer:
         variable shapes), the optimizers (fused Adam and its on-device skip, ``found_inf``),
         the EMA (foreach) and validation (the plain model through ``Upscaler``, whose image
         sizes vary). The batch shape is fixed within a phase (global batch / processes), as
-        CUDA graphs need: every call of a compiled step sees the same shapes.
+        CUDA graphs need: every call of a compiled step sees the same shapes. BatchNorm
+        (``norm = "batch"``) updates its running statistics inside the graph, which
+        cudagraph trees support; ``step`` is meant for ``norm = "none"`` and was not
+        measured with BatchNorm. Several processes (DDP) are refused (``check_compile_mode``).
         """
         if self.config.compile != "step":
             return function
