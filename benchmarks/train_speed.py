@@ -3,6 +3,7 @@ the pretrain and GAN phases on bicubic and realistic data.
 
     python benchmarks/train_speed.py --device cpu --batch-size 2 --patch-size 32 --steps 3
     python benchmarks/train_speed.py --batch-size 64 --steps 50 --warmup 10 --baseline /tmp/base
+    python benchmarks/train_speed.py --device cuda --batch-size 64 --compile step --warmup 10
 
 Each row is one short training run through the public ``train(config, run_dir, on_step=...)``,
 the loop ``srgan train`` runs, with full-size networks (16 blocks, 64 channels), validation
@@ -12,6 +13,10 @@ callbacks, each after a ``torch.cuda.synchronize()`` on CUDA. The loop logs (one
 sync) every gcd(warmup, steps) steps, as ``srgan train`` does every ``log_every``; the share
 of time spent waiting for data is read from the run's ``log.jsonl`` (``data_wait``, null for
 code from before it was logged).
+
+``--compile step`` (``srgan train --compile step``) compiles the first steps and, on CUDA,
+records its CUDA graphs in the next ones: give it ``--warmup 5`` or more, so that none of
+that is timed.
 
 GAN rows start from a randomly initialised generator and use a randomly initialised VGG19
 (the real one costs the same). Data: ``--data DIR``; by default ``../shared/datasets/T91``
@@ -52,15 +57,24 @@ RANDOM_IMAGES, RANDOM_SIZE = 16, 256
 
 
 def training_api():
-    """``(train, make_config, RANDOM_VGG)`` of the ``srgan_cli`` on the path: its training
-    subpackage, or the flat modules of versions from before it."""
+    """``(train, make_config, RANDOM_VGG, COMPILE_MODES)`` of the ``srgan_cli`` on the path:
+    its training subpackage, or the flat modules of versions from before it; the modes are
+    None for versions whose ``compile`` is a boolean."""
     try:
         train_module = importlib.import_module("srgan_cli.training.train")
         config_module = importlib.import_module("srgan_cli.training.config")
     except ImportError:
         train_module = importlib.import_module("srgan_cli.train")
         config_module = importlib.import_module("srgan_cli.train_config")
-    return train_module.train, config_module.make_config, config_module.RANDOM_VGG
+    return (train_module.train, config_module.make_config, config_module.RANDOM_VGG,
+            getattr(config_module, "COMPILE_MODES", None))
+
+
+def compile_value(mode: str, modes: tuple[str, ...] | None) -> str | bool:
+    """``--compile``'s mode as the code on the path takes it: the mode itself, or for code
+    from before the modes (``modes`` None, ``compile`` a boolean) true for ``networks`` and
+    false otherwise (such code has no ``step``: it runs eagerly, the speed to beat)."""
+    return mode if modes is not None else mode == "networks"
 
 
 def code_dir() -> str:
@@ -103,14 +117,15 @@ def data_wait_share(log_path: Path, first: int, last: int) -> float | None:
 def measure(row: str, args: argparse.Namespace, data: Path, init: Path, work: Path) -> dict:
     """Train row ``row`` (e.g. "gan-bicubic") for ``args.warmup + args.steps`` steps and time
     the last ``args.steps``."""
-    train, make_config, random_vgg = training_api()
+    train, make_config, random_vgg, modes = training_api()
     phase, degradation = row.split("-")
     patch = args.patch_size or DEFAULT_PATCH[degradation]
     timed_end = args.warmup + args.steps
     values = {
         "data": [str(data)], "phase": phase, "degradation": degradation,
         "batch_size": args.batch_size, "patch_size": patch, "device": args.device,
-        "precision": args.precision, "compile": args.compile, "workers": args.workers,
+        "precision": args.precision, "compile": compile_value(args.compile, modes),
+        "workers": args.workers,
         # one step more than timed: the phase's last step would save before on_step
         f"{phase}_steps": timed_end + 1, "stop_at": timed_end,
         "log_every": math.gcd(args.warmup, args.steps), "val_every": 10**9,
@@ -152,8 +167,8 @@ def measure_all(args: argparse.Namespace, data: Path) -> dict:
                             else f"CPU, {torch.get_num_threads()} threads"),
             "torch": torch.__version__, "code": code_dir(), "data": str(data),
             "batch_size": args.batch_size, "warmup": args.warmup, "steps": args.steps,
-            "precision": args.precision, "compile": args.compile, "workers": args.workers,
-            "rows": rows}
+            "precision": args.precision, "workers": args.workers, "rows": rows,
+            "compile": compile_value(args.compile, training_api()[3])}  # as this code ran it
 
 
 def child_arguments(args: argparse.Namespace, data: Path) -> list[str]:
@@ -161,10 +176,11 @@ def child_arguments(args: argparse.Namespace, data: Path) -> list[str]:
     options = ["--device", args.device, "--batch-size", str(args.batch_size),
                "--steps", str(args.steps), "--warmup", str(args.warmup),
                "--rows", ",".join(args.rows), "--precision", args.precision,
-               "--workers", str(args.workers), "--data", str(data), "--json"]
+               "--workers", str(args.workers), "--data", str(data), "--compile", args.compile,
+               "--json"]
     if args.patch_size:
         options += ["--patch-size", str(args.patch_size)]
-    return options + (["--compile"] if args.compile else [])
+    return options
 
 
 def measure_baseline(args: argparse.Namespace, data: Path) -> dict:
@@ -195,12 +211,23 @@ def add_ratios(document: dict, baseline: dict) -> None:
     document["baseline"] = baseline
 
 
+def compile_text(document: dict) -> str:
+    """The compile mode of a document, and its baseline's when there is one (code from
+    before the modes ran with a boolean: networks or off)."""
+    def mode(doc: dict) -> str:
+        value = doc["compile"]
+        return value if isinstance(value, str) else "networks" if value else "off"
+
+    baseline = document.get("baseline")
+    return mode(document) + (f" (baseline: {mode(baseline)})" if baseline else "")
+
+
 def print_table(document: dict) -> None:
     baseline = document.get("baseline")
     print(f"training speed on {document['device']} ({document['device_name']}), torch "
           f"{document['torch']}: batch {document['batch_size']}, {document['steps']} steps "
           f"timed after {document['warmup']}, precision {document['precision']}, compile "
-          f"{'on' if document['compile'] else 'off'}, data {document['data']}")
+          f"{compile_text(document)}, data {document['data']}")
     header = f"{'row':20s} {'patch':>5s} {'ms/step':>9s} {'samples/s':>10s} {'data wait':>9s}"
     if baseline:
         header += f" {'baseline samples/s':>18s} {'ratio':>6s}"
@@ -243,7 +270,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rows", type=row_list, default=list(ROWS),
                         help=f"comma-separated, from {','.join(ROWS)} [default: all]")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the networks")
+    parser.add_argument("--compile", nargs="?", const="networks", default="off",
+                        choices=("off", "networks", "step"),
+                        help="srgan train --compile: off, networks (also --compile alone) or "
+                        "step; a --baseline from before the modes runs step as off")
     parser.add_argument("--workers", type=int, default=-1, help="DataLoader workers, -1 = auto")
     parser.add_argument("--data", type=Path, help=f"HR images [default: {DEFAULT_DATA} if "
                         "present, else random PNGs]")

@@ -28,6 +28,7 @@ from .errors import SrganError
 from .json_output import to_json
 from .models import NORMS
 from .signals import describe, exit_status, sigterm_as_interrupt
+from .training.config import COMPILE_MODES
 
 if TYPE_CHECKING:
     from .training.distributed import Shard
@@ -660,8 +661,11 @@ def benchmark_command(
               "ESRGAN; BatchNorm statistics averaged over degraded batches shift colours). "
               "With --init a batch checkpoint is folded into the none network. "
               "[default: batch]")
-@click.option("--compile/--no-compile", "compile_", default=None,
-              help="torch.compile the networks. [default: off]")
+@click.option("--compile", "compile_", type=click.Choice(COMPILE_MODES), is_flag=False,
+              flag_value="networks", help="torch.compile: off; networks (each network; "
+              "--compile alone); step (each phase's whole step as one function, CUDA graphs "
+              "on CUDA; meant for --norm none, one process). [default: off]")
+@click.option("--no-compile", is_flag=True, help="Same as --compile off.")
 @click.option("--sync-bn/--no-sync-bn", "sync_bn", default=None,
               help="Under torchrun: BatchNorm statistics over the whole global batch, as "
               "one process would compute them. [default: off]")
@@ -670,7 +674,8 @@ def benchmark_command(
 @click.option("-q", "--quiet", is_flag=True, help="No live display.")
 @friendly_errors
 def train_command(run_dir: Path, config_file: Path | None, resume: bool, overwrite: bool,
-                  steps: int | None, quiet: bool, compile_: bool | None, **options) -> None:
+                  steps: int | None, quiet: bool, compile_: str | None, no_compile: bool,
+                  **options) -> None:
     """Train SRResNet (pretrain) and SRGAN (gan) on folders of HR images.
 
     Precedence: flags > --config file > the paper's defaults. With --resume the run folder's
@@ -689,7 +694,9 @@ def train_command(run_dir: Path, config_file: Path | None, resume: bool, overwri
         raise click.UsageError("--resume and --overwrite contradict each other")
     if resume and config_file is not None:
         raise click.UsageError("--resume reads the run folder's config.toml; drop --config")
-    options["compile"] = compile_
+    if no_compile and compile_ not in (None, "off"):
+        raise click.UsageError(f"--no-compile and --compile {compile_} contradict each other")
+    options["compile"] = "off" if no_compile else compile_
     overrides = {k: v for k, v in options.items() if v is not None and v != ()}
     base = run_dir / CONFIG_FILE if resume else config_file
     if resume and not base.is_file():

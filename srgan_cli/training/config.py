@@ -28,6 +28,9 @@ PHASES = ("pretrain", "gan", "all")
 SCHEDULES = ("constant", "step", "cosine")
 LR_SCALINGS = ("none", "sqrt")
 PRECISIONS = ("auto", "fp32", "bf16")
+# off | networks: each network torch.compiled | step: each phase's whole differentiable step
+# compiled as one function (CUDA graphs on CUDA); README "How fast"
+COMPILE_MODES = ("off", "networks", "step")
 RANDOM_VGG = "random"
 TOML_HEADER = "# srgan train: the resolved options of this run"  # how a run's config.toml begins
 
@@ -87,7 +90,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"  # auto = bf16 on CUDA, fp32 on CPU
     channels_last: bool = True  # CUDA only
-    compile: bool = False
+    compile: str = "off"  # off | networks | step (COMPILE_MODES); true / false: networks / off
     sync_bn: bool = False  # torchrun: BatchNorm statistics of the global batch (1 process: no-op)
     log_every: int = 100
     val_every: int = 5000
@@ -97,10 +100,12 @@ class TrainConfig:
     stop_at: int = 0  # stop (and save) after this global step, schedule unchanged; 0 = never
 
     def __post_init__(self) -> None:
+        if isinstance(self.compile, bool):  # configs from before the modes: compile = true
+            object.__setattr__(self, "compile", "networks" if self.compile else "off")
         choices = {"degradation": DEGRADATIONS, "phase": PHASES, "pretrain_schedule": SCHEDULES,
                    "gan_schedule": SCHEDULES, "lr_scaling": LR_SCALINGS, "precision": PRECISIONS,
                    "pixel_loss": PIXEL_LOSSES, "gan_loss": GAN_LOSSES,
-                   "discriminator": DISCRIMINATORS, "norm": NORMS}
+                   "discriminator": DISCRIMINATORS, "norm": NORMS, "compile": COMPILE_MODES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise TrainingError(
@@ -171,6 +176,8 @@ FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
 def coerce(name: str, value: Any) -> Any:
     """Check/convert one option value to its field's type (lists: a string becomes [it])."""
     kind = FIELD_TYPES[name]
+    if name == "compile" and isinstance(value, bool):
+        return value  # the old boolean: TrainConfig maps it to its mode
     if kind == "RealisticDegradation":
         if isinstance(value, RealisticDegradation):
             return value

@@ -34,6 +34,7 @@ import contextlib
 import copy
 import json
 import math
+import os
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -135,6 +136,13 @@ def cuda_kernels(device: torch.device) -> bool:
     (Both also run on a CPU, where the tests use them to cover the GPU's resume path; fused
     Adam rounds differently from the CPU's default Adam, so CPU runs keep the latter.)"""
     return device.type == "cuda"
+
+
+def step_compile_mode(device: torch.device) -> str | None:
+    """``torch.compile``'s mode for ``compile = "step"``: ``reduce-overhead`` (CUDA graphs)
+    on CUDA, where launches and Python overhead are a large part of a step; the default
+    elsewhere (a CPU has no graphs to replay)."""
+    return "reduce-overhead" if device.type == "cuda" else None
 
 
 def optimizer_step(optimizer: torch.optim.Optimizer, finite: torch.Tensor) -> None:
@@ -359,7 +367,29 @@ class Trainer:
         return distributed.parallel(module, self.device)
 
     def compiled(self, module: torch.nn.Module) -> torch.nn.Module:
-        return torch.compile(module) if self.config.compile else module
+        """``compile = "networks"``: the network through ``torch.compile``, else itself."""
+        return torch.compile(module) if self.config.compile == "networks" else module
+
+    def compiled_step(self, function: Callable) -> Callable:
+        """``compile = "step"``: ``function`` (a part of the step from batch to losses,
+        networks included) through ``torch.compile`` as one graph, its backward compiled with
+        it (AOTAutograd); else ``function`` itself. On CUDA in ``reduce-overhead`` mode: the
+        graph is replayed as a CUDA graph (cudagraph trees), one launch instead of hundreds.
+
+        Kept outside, in eager mode: the data path and the realistic chain (``to_device``,
+        variable shapes), the optimizers (fused Adam and its on-device skip, ``found_inf``),
+        the EMA (foreach) and validation (the plain model through ``Upscaler``, whose image
+        sizes vary). The batch shape is fixed within a phase (global batch / processes), as
+        CUDA graphs need: every call of a compiled step sees the same shapes. BatchNorm
+        (``norm = "batch"``) updates its running statistics inside the graph, which
+        cudagraph trees support; ``step`` is meant for ``norm = "none"`` and was not
+        measured with BatchNorm. Several processes (DDP) are refused (``check_compile_mode``).
+        """
+        if self.config.compile != "step":
+            return function
+        # dynamic=False: graphs specialised to the phase's one batch shape, as CUDA graphs
+        # are (a later run in the same process with other patches compiles its own)
+        return torch.compile(function, mode=step_compile_mode(self.device), dynamic=False)
 
     def prepare_data(self) -> dict:
         cfg = self.config
@@ -402,6 +432,7 @@ class Trainer:
         cfg = self.config
         self.phase = phase
         self.g_forward = self.compiled(self.g_parallel)
+        self.pretrain_losses = self.compiled_step(self.pixel_losses)
         self.opt_g = self.adam(self.generator)
         if phase.name == "gan":
             torch.manual_seed(cfg.seed + 1)
@@ -418,6 +449,10 @@ class Trainer:
                 self.content_loss = self.place(losses.ContentLoss(
                     self.vgg, cfg.vgg_layer, cfg.vgg_divisor))
                 self.content_forward = self.compiled(self.content_loss)
+            # three graphs, as D is updated between the generator's forward and its loss
+            self.gan_generate = self.compiled_step(self.generate)
+            self.gan_d_loss = self.compiled_step(self.discriminator_loss)
+            self.gan_g_losses = self.compiled_step(self.generator_losses)
         self.best = {} if self.best.get("phase") != phase.name else self.best
 
     def build_vgg(self) -> VGGFeatures:
@@ -553,40 +588,70 @@ class Trainer:
         values = distributed.mean_over_ranks(stacked)
         return StepLosses(tuple(named), values, torch.isfinite(values).all())
 
-    def pretrain_step(self, lr: torch.Tensor, hr: torch.Tensor) -> StepLosses:
+    def generate(self, lr: torch.Tensor) -> torch.Tensor:
+        """The generator's SR batch, (N, 3, sH, sW), under the run's autocast (bf16 on CUDA:
+        bf16 values, unclamped)."""
         with self.autocast():
-            sr = self.g_forward(lr)
-        loss = losses.pixel_loss(sr, hr, self.config.pixel_loss)
-        result = self.step_losses({"pixel": loss})
+            return self.g_forward(lr)
+
+    def pixel_losses(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The pretrain step's differentiable part: {"pixel": 0-d loss} of lr -> hr."""
+        return {"pixel": losses.pixel_loss(self.generate(lr), hr, self.config.pixel_loss)}
+
+    def discriminator_loss(self, hr: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """The discriminator's 0-d loss on real ``hr`` and ``fake`` (a detached SR batch)."""
+        with self.autocast():
+            real_logits, fake_logits = self.d_forward(hr), self.d_forward(fake)
+        return losses.discriminator_loss(real_logits, fake_logits, self.config.gan_loss)
+
+    def generator_losses(self, sr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The generator's 0-d losses in the GAN phase: content, adversarial (from the
+        discriminator, whose parameters the caller has frozen), pixel when weighted, and
+        their weighted sum ``g``, the one to minimise."""
+        cfg = self.config
+        with self.autocast():
+            content = self.content_forward(sr, hr)
+            adversarial = losses.generator_adversarial_loss(self.d_judge(sr), cfg.gan_loss)
+        g_loss = content + cfg.adv_weight * adversarial
+        named = {"content": content, "adv": adversarial}
+        if cfg.pixel_weight > 0:
+            named["pixel"] = losses.pixel_loss(sr, hr, cfg.pixel_loss)
+            g_loss = g_loss + cfg.pixel_weight * named["pixel"]
+        return {**named, "g": g_loss}
+
+    def begin_step(self) -> None:
+        """With CUDA graphs (``compile = "step"`` on CUDA): tell cudagraph trees that a new
+        step begins, so the previous step's graph outputs (losses, ``sr``) may be overwritten
+        by this step's replays. Nothing kept across steps refers to them: ``step_losses``
+        copies the losses into a fresh tensor (``torch.stack``), and ``sr`` lives within its
+        step. Without the mark, a replay before the last one's backward is an error."""
+        if self.config.compile == "step" and self.device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()
+
+    def pretrain_step(self, lr: torch.Tensor, hr: torch.Tensor) -> StepLosses:
+        self.begin_step()
+        named = self.pretrain_losses(lr, hr)
+        result = self.step_losses(named)
         self.opt_g.zero_grad(set_to_none=True)
-        loss.backward()  # even when not finite: the step, not the backward, is skipped
+        named["pixel"].backward()  # even when not finite: the step, not the backward, is skipped
         optimizer_step(self.opt_g, result.finite)
         return result
 
     def gan_step(self, lr: torch.Tensor, hr: torch.Tensor) -> StepLosses:
-        cfg = self.config
-        with self.autocast():
-            sr = self.g_forward(lr)
-            real_logits, fake_logits = self.d_forward(hr), self.d_forward(sr.detach())
-        d_loss = losses.discriminator_loss(real_logits, fake_logits, cfg.gan_loss)
+        self.begin_step()
+        sr = self.gan_generate(lr)
+        d_loss = self.gan_d_loss(hr, sr.detach())
         d_result = self.step_losses({"d": d_loss})
         self.opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         optimizer_step(self.opt_d, d_result.finite)
 
         self.discriminator.requires_grad_(False)  # the generator step leaves D's grads alone
-        with self.autocast():
-            content = self.content_forward(sr, hr)
-            adversarial = losses.generator_adversarial_loss(self.d_judge(sr), cfg.gan_loss)
+        named = self.gan_g_losses(sr, hr)
         self.discriminator.requires_grad_(True)
-        g_loss = content + cfg.adv_weight * adversarial
-        named = {"content": content, "adv": adversarial}
-        if cfg.pixel_weight > 0:
-            named["pixel"] = losses.pixel_loss(sr, hr, cfg.pixel_loss)
-            g_loss = g_loss + cfg.pixel_weight * named["pixel"]
-        g_result = self.step_losses({**named, "g": g_loss})
+        g_result = self.step_losses(named)
         self.opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
+        named["g"].backward()
         optimizer_step(self.opt_g, g_result.finite)
         return StepLosses(g_result.names + d_result.names,
                           torch.cat([g_result.values, d_result.values]),
@@ -859,6 +924,16 @@ def plot_run(run_dir: Path) -> Path | None:
                        run_dir / PLOT_FILE)
 
 
+def check_compile_mode(config: TrainConfig) -> None:
+    """Refuse ``compile = "step"`` with several processes, before joining their group: DDP
+    reduces gradients from hooks that fire during the backward, which a compiled (and on
+    CUDA graphed) step does not run as DDP expects; ``networks`` is the mode DDP supports."""
+    processes = int(os.environ["WORLD_SIZE"]) if distributed.under_torchrun() else 1
+    if config.compile == "step" and processes > 1:
+        raise TrainingError('compile = "step" does not run under torchrun with several '
+                            'processes: use --compile networks (or off)')
+
+
 def warn_ignored_options(config: TrainConfig, console: Console) -> None:
     """Say when options of the config have no effect (said even with --quiet)."""
     if config.degradation != "realistic" and config.realistic != RealisticDegradation():
@@ -891,6 +966,7 @@ def train(
     if config.phase == "gan" and not config.init and not resume:
         raise TrainingError("the GAN phase starts from a pretrained generator: pass --init "
                             "CHECKPOINT, or use --phase all")
+    check_compile_mode(config)
     rank, world, device = distributed.init(config.device)  # under torchrun: join the group
     data.rank_batch_size(config.batch_size, world)  # refuse an uneven split before writing
     main = rank == 0
