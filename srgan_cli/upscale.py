@@ -331,6 +331,15 @@ class Upscaler:
             return height * self.scale, width * self.scale
         return outscale_size(height, width, self.outscale)
 
+    def check_output(self, height: int, width: int, grey: bool, fmt: str,
+                     max_pixels: int) -> None:
+        """Refuse, before any compute, the output of a (height, width) input (``grey``: one
+        channel) that is above the output pixel limit (``outscale.check_output_pixels``) or
+        that ``fmt`` cannot store (``images.check_output_size``): ImageError, one line."""
+        out_height, out_width = self.output_size(height, width)
+        check_output_pixels((out_height, out_width), max_pixels)
+        images.check_output_size(fmt, out_width, out_height, 1 if grey else 3)
+
     def memory_warning(self) -> str | None:
         """A line when ``max_memory`` is below what the smallest auto tile needs (that tile
         then runs anyway), else None. On CUDA this measures the network once (a small pass)."""
@@ -580,9 +589,7 @@ class Upscaler:
         picture = images.read_image(src, max_pixels=max_pixels)
         fmt = images.format_for(dst, format) if to_path else images.format_to_write(
             picture.format, format)
-        out_height, out_width = self.output_size(*picture.rgb.shape[-2:])
-        check_output_pixels((out_height, out_width), max_pixels)
-        images.check_output_size(fmt, out_width, out_height, 1 if picture.grayscale else 3)
+        self.check_output(*picture.rgb.shape[-2:], picture.grayscale, fmt, max_pixels)
         result = self.upscale_picture(picture, on_tile)
         if to_path:
             return picture.warnings + images.write_image(result, Path(dst), fmt, quality,
@@ -730,7 +737,8 @@ def upscale_batch(
             return FileResult(src, dst, "skipped", "output exists")
         try:
             picture = images.read_image(src, max_pixels=max_pixels)
-            check_output_pixels(upscaler.output_size(*picture.rgb.shape[-2:]), max_pixels)
+            upscaler.check_output(*picture.rgb.shape[-2:], picture.grayscale,
+                                  images.format_for(dst), max_pixels)
             return picture
         except SrganError as e:
             return FileResult(src, dst, "failed", str(e))
@@ -797,9 +805,9 @@ def refuse_unstorable(
     max_pixels: int = images.DEFAULT_MAX_PIXELS, skip_existing: bool = False,
 ) -> tuple[list[tuple[Path, Path]], list[FileResult]]:
     """Split jobs, before any compute, into those whose result the output format can store
-    and a failed FileResult for each other one (WebP above 16383 pixels a side, JPEG above
-    65500, ...; ``images.check_output_size``; or above the output pixel limit,
-    ``outscale.check_output_pixels``), from each input's header. With
+    and a failed FileResult for each other one (``Upscaler.check_output``: WebP above 16383
+    pixels a side, JPEG above 65500, above the output pixel limit, ...), from each input's
+    header (the batch checks the decoded image again: ``upscale_batch``). With
     ``skip_existing``, jobs whose output exists are kept unchecked (the batch skips them)."""
     storable: list[tuple[Path, Path]] = []
     refused: list[FileResult] = []
@@ -811,10 +819,7 @@ def refuse_unstorable(
         try:
             if declared is not None:
                 width, height, grey = declared
-                out_height, out_width = upscaler.output_size(height, width)
-                check_output_pixels((out_height, out_width), max_pixels)
-                images.check_output_size(images.format_for(dst), out_width, out_height,
-                                         1 if grey else 3)
+                upscaler.check_output(height, width, grey, images.format_for(dst), max_pixels)
         except ImageError as e:
             refused.append(FileResult(src, dst, "failed", str(e)))
             continue
