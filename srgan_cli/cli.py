@@ -28,7 +28,7 @@ from .errors import SrganError
 from .json_output import to_json
 from .models import NORMS
 from .signals import describe, exit_status, sigterm_as_interrupt
-from .training.config import COMPILE_MODES
+from .training import COMPILE_MODES
 
 if TYPE_CHECKING:
     from .training.distributed import Shard

@@ -13,3 +13,9 @@
 
 The command line (``cli.py``) is a thin layer over ``train.train``.
 """
+
+# Here rather than in config.py, so that the command line can offer the choices without
+# importing the training code (config.py re-exports it).
+COMPILE_MODES = ("off", "networks", "step")
+"""``compile``: off | networks (each network torch.compiled) | step (each phase's whole
+differentiable step compiled as one function, CUDA graphs on CUDA; README "How fast")."""

@@ -23,14 +23,12 @@ from ..errors import TrainingError
 from ..losses import GAN_LOSSES, PIXEL_LOSSES
 from ..models import DISCRIMINATORS, NORMS, UNET_SIZE_MULTIPLE
 from ..vgg import layer_names, min_input_size
+from . import COMPILE_MODES
 
 PHASES = ("pretrain", "gan", "all")
 SCHEDULES = ("constant", "step", "cosine")
 LR_SCALINGS = ("none", "sqrt")
 PRECISIONS = ("auto", "fp32", "bf16")
-# off | networks: each network torch.compiled | step: each phase's whole differentiable step
-# compiled as one function (CUDA graphs on CUDA); README "How fast"
-COMPILE_MODES = ("off", "networks", "step")
 RANDOM_VGG = "random"
 TOML_HEADER = "# srgan train: the resolved options of this run"  # how a run's config.toml begins
 
