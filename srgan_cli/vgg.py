@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from torch import Tensor, nn
 
 Arch = Literal["vgg16", "vgg19"]
@@ -128,15 +128,21 @@ def normalization_from_metadata(
 
 
 def read_safetensors(path: str | Path) -> tuple[dict[str, Tensor], Normalization]:
-    """All float32 tensors of a safetensors weight file and its input normalisation."""
+    """All float32 tensors of a safetensors weight file and its input normalisation.
+
+    FileNotFoundError for a missing file; ValueError for anything else wrong with it (not
+    safetensors, corrupt or cut short, no normalisation), its message naming the file."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"VGG weight file not found: {path}")
     if path.suffix != ".safetensors":
         raise ValueError(f"only .safetensors weight files are supported, got {path}")
-    with safe_open(str(path), framework="pt") as f:
-        normalization = normalization_from_metadata(f.metadata(), source=str(path))
-        tensors = {key: f.get_tensor(key).float() for key in list(f.keys())}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            normalization = normalization_from_metadata(f.metadata(), source=str(path))
+            tensors = {key: f.get_tensor(key).float() for key in list(f.keys())}
+    except SafetensorError as e:  # corrupt or cut short: a ValueError like the other faults
+        raise ValueError(f"{path} is not a readable safetensors file ({e})") from None
     return tensors, normalization
 
 

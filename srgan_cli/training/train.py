@@ -42,7 +42,6 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from safetensors import SafetensorError
 
 from .. import benchmark, losses, metrics
 from ..checkpoints import load_generator, resolve_model, save_checkpoint
@@ -468,9 +467,6 @@ class Trainer:
                                    weights=None if name == RANDOM_VGG else name)
             except FileNotFoundError:
                 raise TrainingError(f"--vgg-weights {name}: no such file") from None
-            except SafetensorError as e:
-                raise TrainingError(f"--vgg-weights {name}: not a readable safetensors file "
-                                    f"({e})") from None
             except (OSError, ValueError) as e:  # their messages name the file
                 raise TrainingError(f"--vgg-weights: {e}") from None
 
