@@ -140,7 +140,7 @@ def pil_bicubic_downscale(batch: torch.Tensor, scale: int) -> torch.Tensor:
     Each image (each channel on its own, like Pillow's L and RGB modes) equals
     ``degradation.bicubic_downscale`` of it: crop the right and bottom edges to a multiple of
     ``scale``, then ``Image.BICUBIC`` resize by 1/scale, the two passes in Pillow's order
-    (``vertical_first``: for images more than twice as tall as wide).
+    (``vertical_first``: the installed Pillow's order).
 
     Pillow's sums are 32-bit integers: 8-bit pixels times coefficients below 2**23, at most
     ~2**31 in magnitude. Here they are float64 matrix products, which are exact in any
