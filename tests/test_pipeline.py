@@ -2,6 +2,7 @@
 the cores under a memory budget) and PNG compression levels."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -117,10 +118,9 @@ def test_limits_scale_with_the_cores_within_a_quarter_of_the_ram():
     assert ram is None or big.memory <= ram // 4
 
 
-def test_a_full_memory_budget_makes_outputs_wait_and_changes_no_byte(tmp_path, monkeypatch):
-    """With a 1-byte budget only one output may be held (finished, waiting or in writing):
-    writes never overlap, whatever the threads. The files equal those of 1 and 4 writers."""
-    make_folder(tmp_path / "in")
+def count_overlapping_writes(monkeypatch, hold: float = 0.0) -> list[int]:
+    """Wrap ``images.write_image`` to count the writes running at once (each first waits
+    ``hold`` seconds); returns ``[most]``, the largest count so far, which the test may reset."""
     active, most = [0], [0]
     lock = threading.Lock()
     real_write = images.write_image
@@ -129,6 +129,7 @@ def test_a_full_memory_budget_makes_outputs_wait_and_changes_no_byte(tmp_path, m
         with lock:
             active[0] += 1
             most[0] = max(most[0], active[0])
+        time.sleep(hold)
         try:
             return real_write(*args, **kwargs)
         finally:
@@ -136,6 +137,14 @@ def test_a_full_memory_budget_makes_outputs_wait_and_changes_no_byte(tmp_path, m
                 active[0] -= 1
 
     monkeypatch.setattr(images, "write_image", counting_write)
+    return most
+
+
+def test_a_full_memory_budget_makes_outputs_wait_and_changes_no_byte(tmp_path, monkeypatch):
+    """With a 1-byte budget only one output may be held (finished, waiting or in writing):
+    writes never overlap, whatever the threads. The files equal those of 1 and 4 writers."""
+    make_folder(tmp_path / "in")
+    most = count_overlapping_writes(monkeypatch)
     roomy = {"many": PipelineLimits(readers=3, writers=4, deflate=3, memory=1 << 30),
              "one": PipelineLimits(readers=1, writers=1, deflate=1, memory=1 << 30)}
     for name, limits in roomy.items():
@@ -159,22 +168,7 @@ def test_outputs_held_stay_within_the_budget(tmp_path, monkeypatch):
     make_folder(tmp_path / "in")
     inputs = sorted((tmp_path / "in").iterdir())
     up = Upscaler(make_generator(), device="cpu", precision="fp32", tile=8)
-    active, most = [0], [0]
-    lock, release = threading.Lock(), threading.Event()
-    real_write = images.write_image
-
-    def slow_write(*args, **kwargs):  # holds its output until the main thread has moved on
-        with lock:
-            active[0] += 1
-            most[0] = max(most[0], active[0])
-        release.wait(0.05)
-        try:
-            return real_write(*args, **kwargs)
-        finally:
-            with lock:
-                active[0] -= 1
-
-    monkeypatch.setattr(images, "write_image", slow_write)
+    most = count_overlapping_writes(monkeypatch, hold=0.05)  # until the main thread moved on
     largest = (10 * 4) * (11 * 4) * 3  # uint8 RGB output of the largest input (10 x 11 px)
     limits = PipelineLimits(readers=2, writers=8, deflate=1, memory=2 * largest)
     jobs = [(p, tmp_path / "out" / p.name) for p in inputs]
