@@ -33,7 +33,8 @@ from .errors import ImageError, SrganError
 from .fast import prepare_for_inference
 from .images import find_images, read_rgb_uint8
 from .models import Generator, GeneratorConfig
-from .upscale import Upscaler, autocast_dtype, pick_device
+from .precision import autocast_dtype
+from .upscale import Upscaler, pick_device
 
 PSEUDO_MODELS = {"bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
 

@@ -211,7 +211,8 @@ def check_suffix_option(ctx, param, value: str | None) -> str | None:
               help="zlib level of PNG output: 0 fastest/largest .. 9 smallest/slowest.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
-              show_default=True, help="auto = fp16 on CUDA, fp32 on CPU.")
+              show_default=True, help="auto = fp16 on CUDA, bf16 on CPUs with native bf16 "
+              "(AMX, AVX-512-BF16), else fp32.")
 @click.option("--optimize/--no-optimize", default=True, show_default=True,
               help="Run the inference-optimized copy of the network (BatchNorm folded, "
                    "channels_last, tail conv before the last shuffle; same output up to "
@@ -244,12 +245,12 @@ def upscale_command(
     Under torchrun each process upscales its own share of the files on its own GPU and
     rank 0 prints one combined summary; --shard I/N does the same split without torchrun.
     """
+    from .precision import cpu_lacks_fast
     from .training import distributed
     from .upscale import (
         BatchSummary,
         FileResult,
         Upscaler,
-        cpu_lacks_fast,
         refuse_unstorable,
         upscale_batch,
     )
@@ -283,7 +284,8 @@ def upscale_command(
                         tta=tta)
     if main_process:
         notes = [*upscaler.notes, upscaler.memory_warning()]
-        if upscaler.device.type == "cpu" and cpu_lacks_fast(upscaler.dtype):
+        asked = precision != "auto"  # auto never picks a precision the CPU lacks
+        if asked and upscaler.device.type == "cpu" and cpu_lacks_fast(upscaler.dtype):
             notes.append(f"this CPU has no {precision} instructions, so --precision "
                          f"{precision} runs much slower than fp32")
         for note in filter(None, notes):
@@ -643,7 +645,8 @@ def benchmark_command(
 @click.option("--vgg-weights", help="imagenet (torchvision download) or a local "
               "VGG19 .safetensors file. [default: imagenet]")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]),
-              help="auto = bf16 on CUDA, fp32 on CPU. [default: auto]")
+              help="auto = bf16 on CUDA and on CPUs with native bf16 (AMX, "
+              "AVX-512-BF16), else fp32. [default: auto]")
 @click.option("--seed", type=int, help="[default: 0]")
 @click.option("--val-every", type=int, help="Validate every N steps. [default: 5000]")
 @click.option("--save-every", type=int, help="Checkpoint every N steps. [default: 5000]")

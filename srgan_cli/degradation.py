@@ -29,6 +29,7 @@ from torch.utils.data import default_collate
 
 from . import jpeg as jpeg_codec
 from . import kernels
+from . import resize as pillow_resize
 
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
@@ -79,7 +80,12 @@ def bicubic_upscale(img: Image.Image, scale: int) -> Image.Image:
 # with a sinc filter on part of the samples. ``RealisticDegradation`` holds every parameter
 # range; the batched steps and the plan that drives them follow below.
 
-RESIZE_MODES = ("area", "bilinear", "bicubic")
+RESIZE_MODES = ("area", "bilinear", "bicubic", "pillow")
+"""torch's area / bilinear / bicubic (no antialiasing, as Real-ESRGAN), and ``pillow``:
+Pillow's antialiased bicubic (``Image.BICUBIC``, the benchmark's downscale) in floating point,
+without its 8-bit rounding between the two passes."""
+DEFAULT_RESIZE_MODES = RESIZE_MODES[:3]
+"""Real-ESRGAN's three modes: the default chain's draws are as before ``pillow`` was added."""
 DEGRADATIONS = ("bicubic", "realistic")
 
 
@@ -90,11 +96,18 @@ class RealisticDegradation:
 
     Sigmas of blur kernels are in HR pixels; noise sigmas in 8-bit levels (/255);
     ``resize_prob`` is (up, down, keep); ``resize_range`` the scale factor's range.
+
+    ``blur_prob``, ``noise_prob``, ``jpeg_prob`` (and ``noise_prob2``, ``jpeg_prob2``; the
+    second blur has ``second_blur_prob``): how often a sample gets that step at all. Real-ESRGAN
+    applies them always (1, the default); a milder chain for photos (``PHOTO_PRESET``) skips
+    them on part of the samples, so that clean, JPEG-only and noise-only inputs are seen too.
+    A probability of 1 draws nothing, so the default chain's samples are as before.
     """
 
     kernel_sizes: tuple[int, ...] = (7, 9, 11, 13, 15, 17, 19, 21)
-    resize_modes: tuple[str, ...] = RESIZE_MODES
+    resize_modes: tuple[str, ...] = DEFAULT_RESIZE_MODES
     # first stage
+    blur_prob: float = 1.0
     kernel_list: tuple[str, ...] = kernels.KERNEL_TYPES
     kernel_prob: tuple[float, ...] = (0.45, 0.25, 0.12, 0.03, 0.12, 0.03)
     sinc_prob: float = 0.1
@@ -103,10 +116,12 @@ class RealisticDegradation:
     betap_range: tuple[float, float] = (1.0, 2.0)
     resize_prob: tuple[float, ...] = (0.2, 0.7, 0.1)
     resize_range: tuple[float, float] = (0.15, 1.5)
+    noise_prob: float = 1.0
     gaussian_noise_prob: float = 0.5
     noise_range: tuple[float, float] = (1.0, 30.0)
     poisson_scale_range: tuple[float, float] = (0.05, 3.0)
     gray_noise_prob: float = 0.4
+    jpeg_prob: float = 1.0
     jpeg_range: tuple[float, float] = (30.0, 95.0)
     # second stage
     second_blur_prob: float = 0.8
@@ -118,10 +133,12 @@ class RealisticDegradation:
     betap_range2: tuple[float, float] = (1.0, 2.0)
     resize_prob2: tuple[float, ...] = (0.3, 0.4, 0.3)
     resize_range2: tuple[float, float] = (0.3, 1.2)
+    noise_prob2: float = 1.0
     gaussian_noise_prob2: float = 0.5
     noise_range2: tuple[float, float] = (1.0, 25.0)
     poisson_scale_range2: tuple[float, float] = (0.05, 2.5)
     gray_noise_prob2: float = 0.4
+    jpeg_prob2: float = 1.0
     jpeg_range2: tuple[float, float] = (30.0, 95.0)
     # final resize to the LR size
     final_sinc_prob: float = 0.8
@@ -162,9 +179,17 @@ class RealisticDegradation:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RealisticDegradation:
-        """From a config table (lists for the tuples); unknown names are a ValueError."""
+        """From a config table (lists for the tuples); unknown names are a ValueError.
+
+        ``preset = "photo"`` (or ``"real-esrgan"``, the defaults) starts from ``PRESETS``;
+        the table's other options then override the preset's."""
         types = {f.name: f.type for f in fields(cls)}
-        clean: dict[str, Any] = {}
+        values = dict(values)
+        preset = values.pop("preset", "real-esrgan")
+        if preset not in PRESETS:
+            raise ValueError(f"unknown realistic preset {preset!r}: choose one of "
+                             f"{', '.join(PRESETS)}")
+        clean: dict[str, Any] = dict(PRESETS[preset])
         for key, value in values.items():
             name = key.replace("-", "_")
             if name not in types:
@@ -182,6 +207,28 @@ class RealisticDegradation:
                 raise ValueError(f"realistic option {key}: {value!r} is not a valid "
                                  f"{types[name]}") from None
         return cls(**clean)
+
+
+PHOTO_PRESET: dict[str, Any] = {
+    # one blur on half the samples (lens, focus, a softening filter), then Pillow's bicubic
+    # downscale; noise and one JPEG on the LR image, each on part of the samples: the
+    # ordinary photo's observation model, and ``realistic-eval``'s, with ranges around its
+    # levels (noise 10 -> 1-15, JPEG 75-85 -> 50-95, blur 1.2 -> 0.2-1.6)
+    "blur_prob": 0.5, "kernel_sizes": (7, 9, 11, 13), "kernel_list": ("iso", "aniso"),
+    "kernel_prob": (0.7, 0.3), "sinc_prob": 0.0, "blur_sigma": (0.2, 1.6),
+    "resize_prob": (0.0, 0.0, 1.0), "resize_range": (1.0, 1.0), "resize_modes": ("pillow",),
+    "noise_prob": 0.0, "jpeg_prob": 0.0,
+    "second_blur_prob": 0.0, "resize_prob2": (0.0, 0.0, 1.0), "resize_range2": (1.0, 1.0),
+    "noise_prob2": 0.5, "gaussian_noise_prob2": 0.7, "noise_range2": (1.0, 15.0),
+    "poisson_scale_range2": (0.05, 1.0), "gray_noise_prob2": 0.3,
+    "jpeg_prob2": 0.7, "jpeg_range2": (50.0, 95.0), "final_sinc_prob": 0.0,
+}
+"""The ``photo`` preset (``preset = "photo"`` in a ``[realistic]`` table): milder than
+Real-ESRGAN's chain, which aims at badly degraded web images (two stages, noise up to 30
+levels, JPEG down to 30). About 1 sample in 13 is a clean bicubic downscale."""
+
+PRESETS: dict[str, dict[str, Any]] = {"real-esrgan": {}, "photo": PHOTO_PRESET}
+"""Named starting points of ``RealisticDegradation.from_dict``: options over the defaults."""
 
 
 # --------------------------------------------------------------------------- batched steps
@@ -257,8 +304,14 @@ def fast_fft_size(size: int) -> int:
 
 def resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
     """Resize (N, C, H, W) to ``size`` (h, w) with torch's area/bilinear/bicubic (no
-    antialiasing, as Real-ESRGAN; bicubic may overshoot [0, 1] until the next clamp)."""
+    antialiasing, as Real-ESRGAN; bicubic may overshoot [0, 1] until the next clamp), or
+    Pillow's antialiased bicubic (``pillow``, by ``resize_matrix``)."""
     size = (max(1, size[0]), max(1, size[1]))
+    if mode == "pillow":
+        (h, w), (oh, ow) = x.shape[-2:], size
+        rows = resize_matrix(h, oh, mode, oh, h).to(x)
+        cols = resize_matrix(w, ow, mode, ow, w).to(x)
+        return rows @ x @ cols.T
     if mode == "area":
         return F.interpolate(x, size=size, mode="area")
     return F.interpolate(x, size=size, mode=mode, align_corners=False)
@@ -276,9 +329,13 @@ def resize_matrix(size_in: int, size_out: int, mode: str, canvas_out: int, canva
     Cached, as the same sizes recur from sample to sample (square patches ask for the same
     rows and columns): the matrix is shared, never modify it in place.
     """
+    matrix = torch.zeros(canvas_out, canvas_in, dtype=torch.float64)
+    if mode == "pillow":  # Pillow's coefficients, unrounded: rows sum to 1
+        weights = pillow_resize.bicubic_weights(size_in, size_out)
+        matrix[:size_out, :size_in] = weights / weights.sum(1, keepdim=True)
+        return matrix.float()
     impulses = torch.eye(size_in, dtype=torch.float64).reshape(size_in, 1, size_in, 1)
     columns = resize(impulses, (size_out, 1), mode)[:, 0, :, 0]  # (size_in, size_out)
-    matrix = torch.zeros(canvas_out, canvas_in, dtype=torch.float64)
     matrix[:size_out, :size_in] = columns.T
     return matrix.float()
 
@@ -547,6 +604,14 @@ def random_noise(gen: torch.Generator, p: RealisticDegradation, stage: str) -> P
             f"noise_seed{stage}": torch.tensor(seed)}
 
 
+def happens(gen: torch.Generator, prob: float) -> torch.Tensor:
+    """A 0-d bool: True with probability ``prob``; drawn only when 0 < prob < 1, so options
+    left at 1 (Real-ESRGAN's chain) or 0 do not change the draws that follow."""
+    if prob >= 1 or prob <= 0:
+        return torch.tensor(prob >= 1)
+    return torch.tensor(kernels.uniform(gen, 0, 1) < prob)
+
+
 def random_quality(gen: torch.Generator, p: RealisticDegradation, stage: str) -> torch.Tensor:
     return torch.tensor(round(kernels.uniform(gen, *p.stage(stage, "jpeg_range"))))
 
@@ -576,8 +641,9 @@ def draw_plan(gen: torch.Generator, p: RealisticDegradation, hr_size: tuple[int,
 
     Keys (shapes for one sample; K = the largest kernel size, C1/C2 the canvases of the two
     random resizes): ``kernel`` (K, K); ``rows``/``cols`` (C1, H)/(C1, W) and ``size`` (2,);
-    ``gaussian``, ``gray``, ``noise_amount``, ``noise_seed``, ``quality`` (scalars); the same
-    with suffix ``2`` for the second stage plus ``blur2`` (bool), ``rows2`` (C2, C1); and the
+    ``gaussian``, ``gray``, ``noise_amount``, ``noise_seed``, ``quality`` (scalars), whether
+    the sample gets each step (``blur``, ``noise``, ``jpeg``: bool); the same with suffix
+    ``2`` for the second stage plus ``blur2`` (bool), ``rows2`` (C2, C1); and the
     final step's ``sinc`` (bool), ``kernel_final`` (K, K), ``jpeg_first`` (bool),
     ``rows_final``/``cols_final`` (H/scale, C2)/(W/scale, C2).
     """
@@ -585,17 +651,20 @@ def draw_plan(gen: torch.Generator, p: RealisticDegradation, hr_size: tuple[int,
     lr = (h // scale, w // scale)
     canvas1 = (canvas(h, p.resize_range), canvas(w, p.resize_range))
     canvas2 = (canvas(lr[0], p.resize_range2), canvas(lr[1], p.resize_range2))
-    plan: Plan = {"kernel": random_kernel(gen, p, "")}
+    plan: Plan = {"kernel": random_kernel(gen, p, ""), "blur": happens(gen, p.blur_prob)}
     # first stage: blur, random resize (relative to HR), noise, JPEG
     plan |= random_resize(gen, p, "", (h, w), (h, w), (h, w), canvas1)
     plan |= random_noise(gen, p, "")
+    plan["noise"] = happens(gen, p.noise_prob)
     plan["quality"] = random_quality(gen, p, "")
+    plan["jpeg"] = happens(gen, p.jpeg_prob)
     # second stage: the same chain, the resize relative to the LR size
     plan["kernel2"] = random_kernel(gen, p, "2")
     plan["blur2"] = torch.tensor(kernels.uniform(gen, 0, 1) < p.second_blur_prob)
     size1 = (int(plan["size"][0]), int(plan["size"][1]))
     plan |= random_resize(gen, p, "2", size1, canvas1, lr, canvas2)
     plan |= random_noise(gen, p, "2")
+    plan["noise2"] = happens(gen, p.noise_prob2)
     # final: [resize to the LR size + sinc filter] and JPEG, in a random order
     plan["sinc"] = torch.tensor(kernels.uniform(gen, 0, 1) < p.final_sinc_prob)
     size = p.kernel_sizes[int(torch.randint(len(p.kernel_sizes), (), generator=gen))]
@@ -603,6 +672,7 @@ def draw_plan(gen: torch.Generator, p: RealisticDegradation, hr_size: tuple[int,
     plan["kernel_final"] = kernels.pad_to(sinc, max(p.kernel_sizes))
     plan["jpeg_first"] = torch.tensor(kernels.uniform(gen, 0, 1) >= 0.5)
     plan["quality2"] = random_quality(gen, p, "2")
+    plan["jpeg2"] = happens(gen, p.jpeg_prob2)
     mode = random_mode(gen, p)
     size2 = (int(plan["size2"][0]), int(plan["size2"][1]))
     plan["rows_final"] = resize_matrix(size2[0], lr[0], mode, lr[0], canvas2[0])
@@ -630,25 +700,30 @@ def apply_plans_fp32(hr: torch.Tensor, plans: Plan) -> torch.Tensor:
 
     def stage_noise(x: torch.Tensor, stage: str, heights: torch.Tensor,
                     widths: torch.Tensor) -> torch.Tensor:
-        return add_noise(x, plans[f"gaussian{stage}"], plans[f"gray{stage}"],
-                         at[f"noise_amount{stage}"], at[f"noise_seed{stage}"], heights, widths)
+        def noisy(y: torch.Tensor, i: torch.Tensor | slice) -> torch.Tensor:
+            chosen = slice(None) if isinstance(i, slice) else i.cpu()
+            return add_noise(y, plans[f"gaussian{stage}"][chosen], plans[f"gray{stage}"][chosen],
+                             at[f"noise_amount{stage}"][i], at[f"noise_seed{stage}"][i],
+                             heights[i], widths[i])
+        return on_rows(x, plans[f"noise{stage}"], noisy)
 
     # first stage
-    x = blur(hr, at["kernel"])
+    x = on_rows(hr, plans["blur"], lambda y, i: blur(y, at["kernel"][i]))
     x = resize_canvas(x, at["rows"], at["cols"])
     h1, w1 = at["size"][:, 0], at["size"][:, 1]
-    x = jpeg_canvas(stage_noise(x, "", h1, w1), at["quality"], h1, w1)
+    x = on_rows(stage_noise(x, "", h1, w1), plans["jpeg"],
+                lambda y, i: jpeg_canvas(y, at["quality"][i], h1[i], w1[i]))
     # second stage
     x = on_rows(x, plans["blur2"], lambda y, i: blur(y, at["kernel2"][i], h1[i], w1[i]))
     x = resize_canvas(x, at["rows2"], at["cols2"])
     h2, w2 = at["size2"][:, 0], at["size2"][:, 1]
     x = stage_noise(x, "2", h2, w2)
     # final: JPEG then resize + sinc, or resize + sinc then JPEG
-    jpeg_first = plans["jpeg_first"]
-    x = on_rows(x, jpeg_first, lambda y, i: jpeg_canvas(y, at["quality2"][i], h2[i], w2[i]))
+    first, last = plans["jpeg_first"] & plans["jpeg2"], ~plans["jpeg_first"] & plans["jpeg2"]
+    x = on_rows(x, first, lambda y, i: jpeg_canvas(y, at["quality2"][i], h2[i], w2[i]))
     x = resize_canvas(x, at["rows_final"], at["cols_final"])
     x = on_rows(x, plans["sinc"], lambda y, i: blur(y, at["kernel_final"][i]))
-    x = on_rows(x, ~jpeg_first, lambda y, i: jpeg_canvas(y, at["quality2"][i]))
+    x = on_rows(x, last, lambda y, i: jpeg_canvas(y, at["quality2"][i]))
     return (x.clamp(0, 1) * 255).round() / 255
 
 

@@ -31,25 +31,8 @@ from .errors import ImageError, InputError, SrganError
 from .fast import prepare_for_inference
 from .models import Generator
 from .outscale import check_output_pixels, check_outscale, outscale_size, resize_lanczos
+from .precision import autocast_dtype
 from .tiling import count_tiles, upscale_tiled
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
-def cpu_lacks_fast(dtype: torch.dtype | None) -> bool:
-    """Whether this CPU has no native instructions for ``dtype`` (bf16/fp16 then run slowly).
-
-    Without AVX-512-BF16/AMX (or AVX-512-FP16), oneDNN emulates reduced precision: measured
-    5x slower than fp32 and with 10x the memory on an AVX2 machine.
-    """
-    checks = {torch.bfloat16: "_is_mkldnn_bf16_supported",
-              torch.float16: "_is_mkldnn_fp16_supported"}
-    if dtype not in checks:
-        return False
-    try:
-        return not getattr(torch.ops.mkldnn, checks[dtype])()
-    except (AttributeError, RuntimeError):  # private API: assume nothing when it is missing
-        return False
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
@@ -150,21 +133,6 @@ def check_finite_output(out: torch.Tensor) -> None:
     if not bool(torch.isfinite(out).all()):
         raise ImageError("the model produced NaN values (broken weights, or try "
                          "--precision fp32); nothing written")
-
-
-def autocast_dtype(
-    precision: str, device: torch.device, cuda_auto: str = "fp16"
-) -> torch.dtype | None:
-    """The autocast dtype for a precision name (``None``: plain fp32).
-
-    ``auto`` is fp32 off CUDA and ``cuda_auto`` on CUDA: fp16 for inference, bf16 for
-    training (whose gradients need bf16's range without a loss scaler).
-    """
-    if precision not in PRECISIONS:
-        raise SrganError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-    if precision == "auto":
-        precision = cuda_auto if device.type == "cuda" else "fp32"
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 def parse_tile(tile: object) -> int | str | None:

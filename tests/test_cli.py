@@ -112,9 +112,9 @@ def test_format_option(tmp_path, tiny_checkpoint, fmt, ext):
 
 
 def test_slow_reduced_precision_on_cpu_is_warned(tmp_path, tiny_checkpoint, monkeypatch):
-    import srgan_cli.upscale as upscale_module
+    import srgan_cli.precision as precision_module
 
-    monkeypatch.setattr(upscale_module, "cpu_lacks_fast", lambda dtype: dtype is not None)
+    monkeypatch.setattr(precision_module, "cpu_lacks_fast", lambda dtype: dtype is not None)
     src = make_png(tmp_path / "a.png")
     result = upscale(src, "--model", tiny_checkpoint, "--device", "cpu", "--precision", "bf16")
     assert result.exit_code == 0, result.output

@@ -86,8 +86,8 @@ class TrainConfig:
     ema: float = 0.0  # EMA decay of generator weights, 0 = off
     seed: int = 0
     device: str = "auto"
-    precision: str = "auto"  # auto = bf16 on CUDA, fp32 on CPU
-    channels_last: bool = True  # CUDA only
+    precision: str = "auto"  # auto = bf16 on CUDA and on CPUs with native bf16, else fp32
+    channels_last: bool = True  # where it pays: CUDA, CPUs with native bf16 (precision.py)
     compile: str = "off"  # off | networks | step (COMPILE_MODES); true / false: networks / off
     sync_bn: bool = False  # torchrun: BatchNorm statistics of the global batch (1 process: no-op)
     log_every: int = 100

@@ -50,8 +50,9 @@ from ..errors import CheckpointError, ImageError, SrganError, TrainingError
 from ..fast import without_batchnorm
 from ..images import check_writable_folder
 from ..models import Generator, GeneratorConfig, build_discriminator
+from ..precision import autocast_dtype, prefers_channels_last
 from ..signals import Interrupted, deferred_interrupt, describe
-from ..upscale import Upscaler, autocast_dtype
+from ..upscale import Upscaler
 from ..vgg import VGGFeatures
 from . import data, distributed, sync_batchnorm
 from .config import RANDOM_VGG, TOML_HEADER, TrainConfig, save_config
@@ -323,7 +324,7 @@ class Trainer:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise TrainingError(f"--device {config.device}: CUDA is not available")
         self.dtype = autocast_dtype(config.precision, self.device, cuda_auto="bf16")
-        self.channels_last = config.channels_last and cuda_kernels(self.device)
+        self.channels_last = config.channels_last and prefers_channels_last(self.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
