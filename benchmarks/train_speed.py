@@ -4,6 +4,12 @@ the pretrain and GAN phases on bicubic and realistic data.
     python benchmarks/train_speed.py --device cpu --batch-size 2 --patch-size 32 --steps 3
     python benchmarks/train_speed.py --batch-size 64 --steps 50 --warmup 10 --baseline /tmp/base
     python benchmarks/train_speed.py --device cuda --batch-size 64 --compile step --warmup 10
+    python benchmarks/train_speed.py --device cpu --rows pretrain-realistic \
+        --precision fp32 --precision bf16 --baseline /tmp/base
+
+``--precision`` may be repeated: every row runs in each, side by side in one table (``auto``
+is fp32 or bf16 as ``srgan train`` picks it, ``srgan_cli/precision.py``). ``--preset photo``
+runs the realistic rows on that chain instead of Real-ESRGAN's.
 
 Each row is one short training run through the public ``train(config, run_dir, on_step=...)``,
 the loop ``srgan train`` runs, with full-size networks (16 blocks, 64 channels), validation
@@ -114,9 +120,10 @@ def data_wait_share(log_path: Path, first: int, last: int) -> float | None:
     return sum(w * r["data_wait"] for w, r in zip(weights, windows, strict=True)) / sum(weights)
 
 
-def measure(row: str, args: argparse.Namespace, data: Path, init: Path, work: Path) -> dict:
-    """Train row ``row`` (e.g. "gan-bicubic") for ``args.warmup + args.steps`` steps and time
-    the last ``args.steps``."""
+def measure(row: str, precision: str, args: argparse.Namespace, data: Path, init: Path,
+            work: Path) -> dict:
+    """Train row ``row`` (e.g. "gan-bicubic") in ``precision`` for ``args.warmup +
+    args.steps`` steps and time the last ``args.steps``."""
     train, make_config, random_vgg, modes = training_api()
     phase, degradation = row.split("-")
     patch = args.patch_size or DEFAULT_PATCH[degradation]
@@ -124,7 +131,7 @@ def measure(row: str, args: argparse.Namespace, data: Path, init: Path, work: Pa
     values = {
         "data": [str(data)], "phase": phase, "degradation": degradation,
         "batch_size": args.batch_size, "patch_size": patch, "device": args.device,
-        "precision": args.precision, "compile": compile_value(args.compile, modes),
+        "precision": precision, "compile": compile_value(args.compile, modes),
         "workers": args.workers,
         # one step more than timed: the phase's last step would save before on_step
         f"{phase}_steps": timed_end + 1, "stop_at": timed_end,
@@ -133,6 +140,8 @@ def measure(row: str, args: argparse.Namespace, data: Path, init: Path, work: Pa
     }
     if phase == "gan":
         values["init"] = str(init)
+    if degradation == "realistic" and args.preset:
+        values["realistic"] = {"preset": args.preset}
     device = torch.device(args.device)
     marks: dict[int, float] = {}
 
@@ -142,10 +151,11 @@ def measure(row: str, args: argparse.Namespace, data: Path, init: Path, work: Pa
                 torch.cuda.synchronize(device)
             marks[step] = time.perf_counter()
 
-    run_dir = work / row
+    run_dir = work / f"{row}-{precision}"
     train(make_config(values), run_dir, on_step=on_step)
     seconds = marks[timed_end] - marks[args.warmup]
-    return {"phase": phase, "degradation": degradation, "batch_size": args.batch_size,
+    return {"phase": phase, "degradation": degradation, "precision": precision,
+            "batch_size": args.batch_size,
             "patch_size": patch, "steps": args.steps, "seconds": seconds,
             "ms_per_step": 1000 * seconds / args.steps,
             "samples_s": args.batch_size * args.steps / seconds,
@@ -159,8 +169,10 @@ def measure_all(args: argparse.Namespace, data: Path) -> dict:
         init = random_generator(work / "init.safetensors")
         rows = []
         for row in args.rows:
-            print(f"{row}: {args.warmup} + {args.steps} steps ...", file=sys.stderr, flush=True)
-            rows.append(measure(row, args, data, init, work))
+            for precision in args.precision:
+                print(f"{row}, {precision}: {args.warmup} + {args.steps} steps ...",
+                      file=sys.stderr, flush=True)
+                rows.append(measure(row, precision, args, data, init, work))
     device = torch.device(args.device)
     return {"device": args.device,
             "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
@@ -171,41 +183,50 @@ def measure_all(args: argparse.Namespace, data: Path) -> dict:
             "compile": compile_value(args.compile, training_api()[3])}  # as this code ran it
 
 
-def child_arguments(args: argparse.Namespace, data: Path) -> list[str]:
-    """The options that make another run of this script measure the same rows, as JSON."""
+def child_arguments(args: argparse.Namespace, precision: str, data: Path) -> list[str]:
+    """The options that make another run of this script measure the same rows in
+    ``precision``, as JSON (one precision per run: older versions take one)."""
     options = ["--device", args.device, "--batch-size", str(args.batch_size),
                "--steps", str(args.steps), "--warmup", str(args.warmup),
-               "--rows", ",".join(args.rows), "--precision", args.precision,
+               "--rows", ",".join(args.rows), "--precision", precision,
                "--workers", str(args.workers), "--data", str(data), "--compile", args.compile,
                "--json"]
     if args.patch_size:
         options += ["--patch-size", str(args.patch_size)]
+    if args.preset:
+        options += ["--preset", args.preset]
     return options
 
 
 def measure_baseline(args: argparse.Namespace, data: Path) -> dict:
     """The same rows on the code in ``args.baseline``: this script in a subprocess whose
-    ``srgan_cli`` comes from there (``PYTHONPATH``)."""
+    ``srgan_cli`` comes from there (``PYTHONPATH``), once per precision; one document."""
     baseline = args.baseline.resolve()
     path = os.pathsep.join(p for p in (str(baseline), os.environ.get("PYTHONPATH")) if p)
-    result = subprocess.run([sys.executable, __file__, *child_arguments(args, data)],
-                            stdout=subprocess.PIPE, text=True, env={**os.environ,
-                                                                    "PYTHONPATH": path})
-    if result.returncode:
-        sys.exit(f"error: the baseline run ({baseline}) failed with exit code "
-                 f"{result.returncode}")
-    document = json.loads(result.stdout)
-    if not Path(document["code"]).is_relative_to(baseline):
-        sys.exit(f"error: the baseline run imported srgan_cli from {document['code']}, "
-                 f"not from {baseline}")
-    return document
+    documents = []
+    for precision in args.precision:
+        result = subprocess.run([sys.executable, __file__, *child_arguments(args, precision, data)],
+                                stdout=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONPATH": path})
+        if result.returncode:
+            sys.exit(f"error: the baseline run ({baseline}) failed with exit code "
+                     f"{result.returncode}")
+        document = json.loads(result.stdout)
+        if not Path(document["code"]).is_relative_to(baseline):
+            sys.exit(f"error: the baseline run imported srgan_cli from {document['code']}, "
+                     f"not from {baseline}")
+        for row in document["rows"]:  # older versions' rows do not say their precision
+            row.setdefault("precision", precision)
+        documents.append(document)
+    return {**documents[0], "precision": list(args.precision),
+            "rows": [row for document in documents for row in document["rows"]]}
 
 
 def add_ratios(document: dict, baseline: dict) -> None:
     """Give each current row its baseline's samples/s and the ratio current / baseline."""
-    before = {(r["phase"], r["degradation"]): r for r in baseline["rows"]}
+    before = {(r["phase"], r["degradation"], r["precision"]): r for r in baseline["rows"]}
     for row in document["rows"]:
-        old = before[(row["phase"], row["degradation"])]
+        old = before[(row["phase"], row["degradation"], row["precision"])]
         row["baseline_samples_s"] = old["samples_s"]
         row["ratio"] = row["samples_s"] / old["samples_s"]
     document["baseline"] = baseline
@@ -226,15 +247,17 @@ def print_table(document: dict) -> None:
     baseline = document.get("baseline")
     print(f"training speed on {document['device']} ({document['device_name']}), torch "
           f"{document['torch']}: batch {document['batch_size']}, {document['steps']} steps "
-          f"timed after {document['warmup']}, precision {document['precision']}, compile "
+          f"timed after {document['warmup']}, compile "
           f"{compile_text(document)}, data {document['data']}")
-    header = f"{'row':20s} {'patch':>5s} {'ms/step':>9s} {'samples/s':>10s} {'data wait':>9s}"
+    header = (f"{'row':20s} {'precision':9s} {'patch':>5s} {'ms/step':>9s} {'samples/s':>10s} "
+              f"{'data wait':>9s}")
     if baseline:
         header += f" {'baseline samples/s':>18s} {'ratio':>6s}"
     print(header)
     for row in document["rows"]:
         wait = "-" if row["data_wait"] is None else f"{row['data_wait']:.0%}"
-        line = (f"{row['phase'] + '-' + row['degradation']:20s} {row['patch_size']:5d} "
+        line = (f"{row['phase'] + '-' + row['degradation']:20s} {row['precision']:9s} "
+                f"{row['patch_size']:5d} "
                 f"{row['ms_per_step']:9.1f} {row['samples_s']:10.1f} {wait:>9s}")
         if baseline:
             line += f" {row['baseline_samples_s']:18.1f} {row['ratio']:6.2f}"
@@ -269,7 +292,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=positive, default=5, help="untimed steps first")
     parser.add_argument("--rows", type=row_list, default=list(ROWS),
                         help=f"comma-separated, from {','.join(ROWS)} [default: all]")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), action="append",
+                        help="repeat for several, side by side [default: auto]")
+    parser.add_argument("--preset", choices=("real-esrgan", "photo"),
+                        help="the realistic rows' chain [default: real-esrgan]")
     parser.add_argument("--compile", nargs="?", const="networks", default="off",
                         choices=("off", "networks", "step"),
                         help="srgan train --compile: off, networks (also --compile alone) or "
@@ -280,6 +306,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--baseline", type=Path, help="checkout of older code to compare with")
     args = parser.parse_args(argv)
+    args.precision = args.precision or ["auto"]
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.baseline is not None and not (args.baseline / "srgan_cli").is_dir():

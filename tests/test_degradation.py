@@ -519,3 +519,57 @@ def test_the_real_photo_recipe_loads_with_real_esrgan_ranges():
     config = load_config(recipe)
     assert (config.degradation, config.phase, config.scale) == ("realistic", "all", 4)
     assert config.realistic == RealisticDegradation(), "the table spells out the defaults"
+
+
+# --------------------------------------------------------------------------- presets
+
+
+def test_default_chain_draws_what_it_drew_before_the_step_probabilities():
+    """Options left at 1 draw nothing: the default chain's plans are those of 12b8c5f."""
+    before = [[43, 66, [63, 63], [16, 16], 465808, 65832, True, False, False],
+              [76, 51, [19, 19], [17, 17], 885854, 832848, True, True, True],
+              [74, 51, [24, 24], [16, 16], 833204, 433273, True, True, True],
+              [65, 39, [67, 67], [12, 12], 282817, 98036, False, True, True],
+              [45, 41, [23, 23], [16, 16], 184558, 929342, False, True, True]]
+    for s, expected in enumerate(before):
+        p = degradation.draw_plan(seeded(s), RealisticDegradation(), (64, 64), 4)
+        assert [int(p["quality"]), int(p["quality2"]), p["size"].tolist(), p["size2"].tolist(),
+                int(p["noise_seed"]) % 10**6, int(p["noise_seed2"]) % 10**6, bool(p["sinc"]),
+                bool(p["jpeg_first"]), bool(p["blur2"])] == expected
+        assert all(bool(p[k]) for k in ("blur", "noise", "jpeg", "noise2", "jpeg2"))
+
+
+def test_photo_preset_is_the_milder_chain_and_options_override_it():
+    photo = RealisticDegradation.from_dict({"preset": "photo"})
+    assert photo == RealisticDegradation(**degradation.PHOTO_PRESET)
+    assert (photo.noise_prob, photo.jpeg_prob, photo.jpeg_range2) == (0, 0, (50, 95))
+    assert RealisticDegradation.from_dict({"preset": "real-esrgan"}) == RealisticDegradation()
+    tuned = RealisticDegradation.from_dict({"preset": "photo", "jpeg_range2": [70, 90]})
+    assert tuned.jpeg_range2 == (70, 90) and tuned.blur_prob == photo.blur_prob
+    with pytest.raises(ValueError, match="unknown realistic preset 'web'.*real-esrgan, photo"):
+        RealisticDegradation.from_dict({"preset": "web"})
+
+
+def test_photo_preset_mixes_clean_blurred_noisy_and_jpeg_samples():
+    photo = RealisticDegradation.from_dict({"preset": "photo"})
+    plans = [degradation.draw_plan(seeded(s), photo, (32, 32), 4) for s in range(600)]
+    share = {k: sum(bool(p[k]) for p in plans) / len(plans)
+             for k in ("blur", "noise", "jpeg", "blur2", "noise2", "jpeg2", "sinc")}
+    assert share["noise"] == share["jpeg"] == share["blur2"] == share["sinc"] == 0
+    assert abs(share["blur"] - 0.5) < 0.07 and abs(share["noise2"] - 0.5) < 0.07
+    assert abs(share["jpeg2"] - 0.7) < 0.07
+    clean = [s for s, p in enumerate(plans)
+             if not (p["blur"] or p["noise2"] or p["jpeg2"])]
+    assert 0.04 < len(clean) / len(plans) < 0.12  # about 1 in 13
+    # a clean sample is Pillow's bicubic downscale, within a level of its 8-bit rounding
+    hr = (batch(n=1, size=32)[0] * 255).round().to(torch.uint8)
+    lr = degradation.realistic_lr(hr, 4, photo, seeded(clean[0])).int()
+    assert (lr - degradation.downscale_tensor(hr, 4).int()).abs().max() <= 1
+
+
+def test_pillow_resize_mode_is_pillow_bicubic_before_rounding():
+    hr = (batch(n=1, size=40)[0] * 255).round()
+    out = degradation.resize(hr[None] / 255, (10, 13), "pillow")[0]
+    image = Image.fromarray(hr.permute(1, 2, 0).to(torch.uint8).numpy())
+    expected = torch.from_numpy(np.array(image.resize((13, 10), Image.BICUBIC))).permute(2, 0, 1)
+    assert ((out * 255).round() - expected.float()).abs().max() <= 1

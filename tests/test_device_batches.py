@@ -131,6 +131,24 @@ def test_prefetch_keeps_the_order_raises_errors_and_stops():
     assert not thread.is_alive(), "closing the stream stops its thread"
 
 
+def test_closing_a_prefetched_stream_closes_the_generator_it_reads():
+    """The trainer prefetches made pairs on a CPU: closing them must close the data stream
+    under them (its own threads and worker processes end with it)."""
+    closed = threading.Event()
+
+    def batches():
+        try:
+            while True:
+                yield 1
+        finally:
+            closed.set()
+
+    stream = data.prefetch(batches(), depth=1)
+    assert next(stream) == 1
+    stream.close()
+    assert closed.wait(timeout=5)
+
+
 @pytest.mark.parametrize("cache_mb,path", [(64, "device"), (0, "workers")])
 def test_the_start_record_says_where_batches_are_made(tmp_path, train_dir, cache_mb, path):
     config = make_config(dict(

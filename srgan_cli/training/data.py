@@ -433,6 +433,10 @@ def prefetch(items: Iterator[T], depth: int) -> Iterator[T]:
                     return
         except BaseException as error:  # noqa: BLE001 - handed to the consumer
             put((None, error))
+        finally:  # a generator's own clean-up runs here, in the thread that ran it
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
 
     producer = threading.Thread(target=produce, name="srgan-draws", daemon=True)
     producer.start()

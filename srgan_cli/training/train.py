@@ -324,7 +324,7 @@ class Trainer:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise TrainingError(f"--device {config.device}: CUDA is not available")
         self.dtype = autocast_dtype(config.precision, self.device, cuda_auto="bf16")
-        self.channels_last = config.channels_last and prefers_channels_last(self.device)
+        self.channels_last = config.channels_last and prefers_channels_last(self.device, self.dtype)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
@@ -573,6 +573,20 @@ class Trainer:
             return pair
         return tuple(x.contiguous(memory_format=torch.channels_last) for x in pair)
 
+    def training_pairs(self, stream):
+        """The data stream's batches made ready (``to_device``), in order. On a CPU the next
+        pair is made by a thread while this step trains: the realistic chain there is ops on
+        the same cores as the step, which otherwise wait for it (GPUs queue it instead). The
+        pairs are the same either way: each is a pure function of its batch."""
+        def made():
+            try:
+                for batch in stream:
+                    yield self.to_device(batch)
+            finally:  # the stream's threads and worker processes end with this
+                stream.close()
+
+        return data.prefetch(made(), depth=1) if self.device.type == "cpu" else made()
+
     @staticmethod
     def step_losses(named: dict[str, torch.Tensor]) -> StepLosses:
         """Loss tensors -> one float32 vector and whether all are finite, on the device (no
@@ -775,9 +789,9 @@ class Trainer:
                     if state["phase"] == phase.name:
                         self.restore(tensors, state)
                     resumed = None
-                stream = stream or data.batches(self.dataset, cfg.batch_size, self.step,
-                                                self.workers, self.device.type == "cuda",
-                                                self.share, device=self.device)
+                stream = stream or self.training_pairs(data.batches(
+                    self.dataset, cfg.batch_size, self.step, self.workers,
+                    self.device.type == "cuda", self.share, device=self.device))
                 self.run_phase(phase, stream, on_step)
                 if self.agreed_stop():
                     break
@@ -834,7 +848,7 @@ class Trainer:
                 for group in optimizer.param_groups if optimizer else []:
                     group["lr"] = lr_value
             with speed.waiting_for_data():
-                batch = self.to_device(next(stream))
+                batch = next(stream)
             step_losses = step_fn(*batch)
             if self.ema is not None:
                 self.ema.update(self.generator, step_losses.finite)
