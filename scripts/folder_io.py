@@ -59,10 +59,10 @@ def encode_rows(threads: list[int], side: int, photo: Path | None) -> None:
     for count in threads if png is not None else [1]:
         start = time.perf_counter()
         if png is None:
-            data = images._encode_png(pixels)
+            data = images.png_codec._encode_png(pixels)
         else:
             with png.Deflater(count) as deflater:
-                data = images._encode_png(pixels, deflater=deflater)
+                data = images.png_codec._encode_png(pixels, deflater=deflater)
         took = time.perf_counter() - start
         print(f"| srgan writer, level 1, {count} thread(s) | {took:.2f} | "
               f"{megabytes / took:.0f} | {len(data) / 1e6:.1f} |", flush=True)

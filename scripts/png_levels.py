@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from srgan_cli.images import _encode_png
+from srgan_cli.images.png_codec import _encode_png
 
 
 def best_time(encode, repeats: int) -> tuple[float, int]:

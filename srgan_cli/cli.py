@@ -83,7 +83,7 @@ def progress_bar(disable: bool) -> Progress:
 @click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
 def main(debug: bool) -> None:
     """4x photo super-resolution with SRGAN: upscale, train, benchmark."""
-    # Our own --max-pixels check applies; Pillow's guard stays in place (images.py) but its
+    # Our own --max-pixels check applies; Pillow's guard stays in place (images/reading.py) but its
     # warning above 89 MP would only print a line of Pillow's internals to the terminal.
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 

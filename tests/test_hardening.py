@@ -243,9 +243,9 @@ def test_grey_png_with_a_transparent_level_keeps_its_transparency(tmp_path, tiny
 
 def test_16bit_rgb_png_with_a_transparent_colour_keeps_its_transparency(tmp_path):
     pixels = np.array([[[1000, 2000, 3000], [7, 8, 9]]], np.uint16)  # (1, 2, 3)
-    data = images._encode_png(pixels)
-    head = len(images._PNG_SIGNATURE) + 25  # signature + IHDR chunk
-    trns = images._png_chunk(b"tRNS", struct.pack(">HHH", 1000, 2000, 3000))
+    data = images.png_codec._encode_png(pixels)
+    head = len(images.png_codec._PNG_SIGNATURE) + 25  # signature + IHDR chunk
+    trns = images.png_codec._png_chunk(b"tRNS", struct.pack(">HHH", 1000, 2000, 3000))
     src = tmp_path / "rgb16.png"
     src.write_bytes(data[:head] + trns + data[head:])
     picture = read_image(src)
@@ -271,10 +271,10 @@ def test_png_gamma_and_srgb_chunks_are_kept(tmp_path, tiny_checkpoint, bits):
     if bits == 8:
         Image.new("RGB", (4, 4), (10, 200, 30)).save(src, pnginfo=info)
     else:
-        data = images._encode_png(np.full((4, 4, 3), 999, np.uint16))
-        head = len(images._PNG_SIGNATURE) + 25
-        chunks = images._png_chunk(b"gAMA", struct.pack(">I", 45455)) + images._png_chunk(
-            b"sRGB", b"\x00")
+        data = images.png_codec._encode_png(np.full((4, 4, 3), 999, np.uint16))
+        head = len(images.png_codec._PNG_SIGNATURE) + 25
+        chunk = images.png_codec._png_chunk
+        chunks = chunk(b"gAMA", struct.pack(">I", 45455)) + chunk(b"sRGB", b"\x00")
         src.write_bytes(data[:head] + chunks + data[head:])
     assert upscale(src, "--model", tiny_checkpoint, "-q").exit_code == 0
     out = Image.open(tmp_path / "g_x4.png")

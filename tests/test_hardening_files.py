@@ -120,7 +120,7 @@ def test_concurrent_reads_never_switch_pillows_guard_off(tmp_path, monkeypatch):
     limit = Image.MAX_IMAGE_PIXELS
     inside = [threading.Event(), threading.Event()]
     go_on = [threading.Event(), threading.Event()]
-    decode = images._decode
+    decode = images.reading._decode
 
     def held_decode(image, file):
         me = int(threading.current_thread().name)
@@ -128,7 +128,7 @@ def test_concurrent_reads_never_switch_pillows_guard_off(tmp_path, monkeypatch):
         assert go_on[me].wait(30)
         return decode(image, file)
 
-    monkeypatch.setattr(images, "_decode", held_decode)
+    monkeypatch.setattr(images.reading, "_decode", held_decode)
     readers = [threading.Thread(target=images.read_image, args=(path,), name=str(i))
                for i in range(2)]
     seen = []
@@ -147,13 +147,13 @@ def test_a_limit_above_pillows_raises_its_guard_for_that_read_only(tmp_path, mon
     path = png(tmp_path / "a.png", size=(20, 10))
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)  # Pillow refuses above 20 pixels
     during = []
-    decode = images._decode
+    decode = images.reading._decode
 
     def watched_decode(image, file):
         during.append(Image.MAX_IMAGE_PIXELS)
         return decode(image, file)
 
-    monkeypatch.setattr(images, "_decode", watched_decode)
+    monkeypatch.setattr(images.reading, "_decode", watched_decode)
     assert images.read_image(path, max_pixels=500).size == (20, 10)
     assert during == [500] and Image.MAX_IMAGE_PIXELS == 10
 
@@ -199,7 +199,7 @@ def test_outputs_too_large_for_the_format_fail_at_planning(tmp_path, tiny_checkp
 
 @pytest.mark.parametrize("fmt, side", [("WEBP", 16383), ("JPEG", 65500)])
 def test_the_size_limits_are_the_encoders(tmp_path, fmt, side):
-    """The limits in images._WRITERS are where Pillow's encoders stop (measured here)."""
+    """The limits in images.formats._WRITERS are where Pillow's encoders stop (measured here)."""
     fits = Image.new("L" if fmt == "JPEG" else "RGB", (side, 1))
     fits.save(io.BytesIO(), fmt)
     with pytest.raises((OSError, ValueError)):
@@ -259,7 +259,7 @@ def test_case_variants_clash_only_where_the_output_folder_ignores_case(
         pytest.skip("this file system ignores case: Photo.png and photo.png are one file")
     png(tmp_path / "in" / "Photo.png")
     png(tmp_path / "in" / "photo.png", colour=(0, 0, 255))
-    monkeypatch.setattr(images, "ignores_case", lambda folder: folder_ignores_case,
+    monkeypatch.setattr(images.files, "ignores_case", lambda folder: folder_ignores_case,
                         raising=False)
     result = upscale(tmp_path / "in", "-o", tmp_path / "out", "--model", tiny_checkpoint)
     if folder_ignores_case:
@@ -371,7 +371,7 @@ def test_pillow_metadata_is_kept_and_orientation_applied(upscaler):
 
 def test_16_bit_arrays_stay_16_bit_like_a_16_bit_png(tmp_path, upscaler):
     pixels = noise(5, 6, 3, np.uint16)
-    (tmp_path / "a.png").write_bytes(images._encode_png(pixels))
+    (tmp_path / "a.png").write_bytes(images.png_codec._encode_png(pixels))
     upscaler.upscale_file(tmp_path / "a.png", tmp_path / "a_x4.png")
     from_file = images.read_image(tmp_path / "a_x4.png")
     out = upscaler.upscale_image(pixels)

@@ -85,7 +85,7 @@ def read_png16_sub(data: bytes) -> np.ndarray:
     """(H, W, C) uint16 from a 16-bit PNG whose rows all use filter 0 or 1 (our encoder's)."""
     width, height, depth, colour_type = struct.unpack(">IIBB", data[16:26])
     channels = {0: 1, 4: 2, 2: 3, 6: 4}[colour_type]
-    chunks = images._png_chunks(io.BytesIO(data))
+    chunks = images.png_codec._png_chunks(io.BytesIO(data))
     idat = b"".join(body for kind, body in chunks if kind == b"IDAT")  # there may be several
     rows = np.frombuffer(zlib.decompress(idat), np.uint8)
     rows = rows.reshape(height, -1)
@@ -403,7 +403,7 @@ def test_dark_16_bit_image_stays_16_bit_and_dark(tmp_path):
     picture = read_image(source)
     assert picture.bit_depth == 16 and picture.rgb.max() < 1001 / 65535
     write_image(picture, target)
-    written = read_png16_sub(target.read_bytes())  # a decoder independent of images.py
+    written = read_png16_sub(target.read_bytes())  # a decoder independent of srgan_cli.images
     difference = written.astype(int) - dark.astype(int)
     assert np.abs(difference).max() <= 1
 
@@ -483,7 +483,7 @@ def test_write_is_atomic(tmp_path, monkeypatch, interruption):
     def fail_after_the_header(*args, **kwargs):  # the PNG header is in the file by now
         raise interruption
 
-    monkeypatch.setattr(images, "_filter_rows", fail_after_the_header)
+    monkeypatch.setattr(images.png_codec, "_filter_rows", fail_after_the_header)
     with pytest.raises(ImageError if isinstance(interruption, OSError) else KeyboardInterrupt):
         write_image(Picture(rgb=torch.rand(3, 4, 4)), target)
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
@@ -586,7 +586,7 @@ def test_plan_never_overwrites_inputs(tmp_path):
 
 
 def test_plan_reports_clashes_including_letter_case(tmp_path, monkeypatch):
-    monkeypatch.setattr(images, "ignores_case", lambda folder: True)  # as on macOS, Windows
+    monkeypatch.setattr(images.files, "ignores_case", lambda folder: True)  # as on macOS, Windows
     root, out = tmp_path / "in", tmp_path / "out"
     inputs = [touch(root / "A.png"), touch(root / "a.jpg"), touch(root / "a.png")]
     plan = plan_outputs(inputs, input_root=root, out_dir=out, ext="png")
@@ -631,7 +631,7 @@ def test_streamed_png_decodes_to_the_same_pixels_as_pillows_writer(tmp_path, cha
     top, dtype = (255, np.uint8) if bits == 8 else (65535, np.uint16)
     pixels = np.random.default_rng(channels).integers(0, top + 1, (9, 13, channels), dtype)
     pixels[3:6] = pixels[2]  # flat runs too, so every filter type gets a chance
-    data = images._encode_png(pixels)
+    data = images.png_codec._encode_png(pixels)
     if bits == 8:  # the old writer was Pillow's; both must decode to the same pixels
         mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[channels]
         old = io.BytesIO()
@@ -644,10 +644,11 @@ def test_streamed_png_decodes_to_the_same_pixels_as_pillows_writer(tmp_path, cha
 
 
 def test_png_written_in_many_blocks_decodes_exactly(tmp_path, monkeypatch):
-    monkeypatch.setattr(images, "_PNG_BLOCK_BYTES", 100)  # 100 bytes: 2 rows of 16 RGB pixels
+    # 100 bytes: 2 rows of 16 RGB pixels
+    monkeypatch.setattr(images.png_codec, "_PNG_BLOCK_BYTES", 100)
     blocks = []
-    filter_rows = images._filter_rows
-    monkeypatch.setattr(images, "_filter_rows", lambda rows, *args, **kwargs: (
+    filter_rows = images.png_codec._filter_rows
+    monkeypatch.setattr(images.png_codec, "_filter_rows", lambda rows, *args, **kwargs: (
         blocks.append(len(rows)) or filter_rows(rows, *args, **kwargs)))
     rgb = torch.rand(3, 21, 16)
     write_image(Picture(rgb=rgb, dpi=(72.0, 72.0)), tmp_path / "x.png")
@@ -661,7 +662,8 @@ def test_png_written_in_many_blocks_decodes_exactly(tmp_path, monkeypatch):
 def test_uint8_rgb_output_is_written_without_a_whole_image_copy(tmp_path, monkeypatch):
     hwc = torch.randint(0, 256, (6, 5, 3), dtype=torch.uint8)  # the upscaler's output buffer
     seen = []
-    monkeypatch.setattr(images, "_write_png", lambda file, pixels, **kw: seen.append(pixels))
+    monkeypatch.setattr(images.writing, "_write_png",
+                        lambda file, pixels, **kw: seen.append(pixels))
     write_image(Picture(rgb=hwc.permute(2, 0, 1)), tmp_path / "x.png")
     assert np.shares_memory(seen[0], hwc.numpy())
 
@@ -669,9 +671,9 @@ def test_uint8_rgb_output_is_written_without_a_whole_image_copy(tmp_path, monkey
 @pytest.mark.parametrize("dtype, top", [(torch.uint8, 255), (torch.uint16, 65535)])
 def test_grey_of_integer_pixels_is_made_in_blocks_with_the_same_rounding(dtype, top):
     rgb = torch.randint(0, top + 1, (3, 7, 5), dtype=torch.int32).to(dtype)
-    whole = images._luma(rgb.float() / top)  # the old way: one float copy of everything
+    whole = images.writing._luma(rgb.float() / top)  # the old way: one float copy of everything
     expected = (whole.clamp(0, 1) * top).round().to(dtype)
-    grey = images._luma(rgb, block_rows=3)
+    grey = images.writing._luma(rgb, block_rows=3)
     assert grey.dtype == dtype and torch.equal(grey, expected)
 
 

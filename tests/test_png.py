@@ -24,7 +24,7 @@ MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 
 def chunks_checked(data: bytes) -> list[tuple[bytes, bytes]]:
     """(type, body) of every chunk, after checking the signature, each CRC and the order."""
-    assert data[:8] == images._PNG_SIGNATURE
+    assert data[:8] == images.png_codec._PNG_SIGNATURE
     found, at = [], 8
     while at < len(data):
         length, kind = struct.unpack(">I4s", data[at : at + 8])
@@ -47,13 +47,13 @@ def image_data(data: bytes) -> bytes:
 
 def encode(pixels: np.ndarray, threads: int, **options) -> bytes:
     with png.Deflater(threads) as deflater:
-        return images._encode_png(pixels, deflater=deflater, **options)
+        return images.png_codec._encode_png(pixels, deflater=deflater, **options)
 
 
 @pytest.fixture
 def small_pieces(monkeypatch):
     """Pieces of 1 KiB and threads from the first byte, so small images run in parallel."""
-    monkeypatch.setattr(images, "_PNG_BLOCK_BYTES", 1024)
+    monkeypatch.setattr(images.png_codec, "_PNG_BLOCK_BYTES", 1024)
     monkeypatch.setattr(png, "PARALLEL_MIN_BYTES", 0)
 
 
@@ -149,7 +149,7 @@ def test_metadata_chunks_are_kept_beside_parallel_pieces(small_pieces, tmp_path)
 
 def test_a_failing_piece_fails_the_write_and_leaves_nothing(small_pieces, tmp_path,
                                                             monkeypatch):
-    filter_rows = images._filter_rows
+    filter_rows = images.png_codec._filter_rows
     calls = []
 
     def fail_on_the_third(rows, *args, **kwargs):
@@ -158,7 +158,7 @@ def test_a_failing_piece_fails_the_write_and_leaves_nothing(small_pieces, tmp_pa
             raise OSError("disk full (simulated)")
         return filter_rows(rows, *args, **kwargs)
 
-    monkeypatch.setattr(images, "_filter_rows", fail_on_the_third)
+    monkeypatch.setattr(images.png_codec, "_filter_rows", fail_on_the_third)
     with png.Deflater(2) as deflater, pytest.raises(ImageError, match="disk full"):
         write_image(Picture(rgb=torch.rand(3, 40, 50)), tmp_path / "x.png", deflater=deflater)
     assert list(tmp_path.iterdir()) == []
@@ -168,7 +168,7 @@ def test_a_deflater_ends_its_threads_when_closed(small_pieces):
     import threading
 
     with png.Deflater(3) as deflater:
-        images._encode_png(photo_like(30, 40, 3), deflater=deflater)
+        images.png_codec._encode_png(photo_like(30, 40, 3), deflater=deflater)
         assert any(t.name.startswith("srgan-deflate") for t in threading.enumerate())
     assert not any(t.name.startswith("srgan-deflate") for t in threading.enumerate())
     assert png.Deflater(1).pool() is None  # one thread: inline, no pool
