@@ -66,7 +66,7 @@ REGISTRY: dict[str, RegisteredModel] = {
         description="SRGAN x4 (VGG54 + adversarial): photo-realistic textures",
     ),
 }
-DEFAULT_MODEL = "srresnet-x4"  # chosen from the benchmark and comparison crops: see README
+DEFAULT_MODEL = "srresnet-x4"  # chosen from the benchmark and comparison crops: see docs/models.md
 
 PERCEPTION_ENDS = ("srresnet-x4", "srgan-x4")
 """The two models ``perception`` mixes: 0 = the first (fidelity), 1 = the second (realism)."""

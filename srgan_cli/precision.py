@@ -8,7 +8,8 @@
 - a CPU with native bf16 (AMX or AVX-512-BF16, e.g. Xeon Sapphire Rapids and later):
   bf16, with channels_last tensors, for both. oneDNN then runs the convolutions on AMX
   (``ONEDNN_VERBOSE=1`` shows ``avx10_1_512_amx``); measured 2.6x fp32's inference speed
-  and 2.4x its training samples/s on this project's 2-core machine (README, "How fast");
+  and 2.4x its training samples/s on this project's 2-core machine (docs/performance.md,
+  docs/training.md "How fast");
 - any other CPU, and MPS: fp32 (oneDNN emulates bf16 there: measured 5x slower than fp32
   and with 10x the memory on an AVX2 machine).
 """

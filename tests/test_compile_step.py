@@ -1,7 +1,7 @@
 """``compile = "off" | "networks" | "step"``: the choice in configs and on the command line,
 what each mode compiles, and (slow: torch.compile on a CPU takes a minute or more) that a
 ``step`` run trains, saves and resumes exactly, close to an eager run. CPU only, offline;
-what CUDA graphs do on a GPU is not tested here (README "How fast")."""
+what CUDA graphs do on a GPU is not tested here (docs/training.md "How fast")."""
 
 from __future__ import annotations
 

@@ -18,4 +18,4 @@ The command line (``cli.py``) is a thin layer over ``train.train``.
 # importing the training code (config.py re-exports it).
 COMPILE_MODES = ("off", "networks", "step")
 """``compile``: off | networks (each network torch.compiled) | step (each phase's whole
-differentiable step compiled as one function, CUDA graphs on CUDA; README "How fast")."""
+differentiable step compiled as one function, CUDA graphs on CUDA; docs/training.md "How fast")."""

@@ -152,7 +152,7 @@ class TrainConfig:
     def scaled_lr(self) -> float:
         """The peak learning rate: ``lr`` as given with ``lr_scaling = "none"``; with
         ``"sqrt"``, ``lr x sqrt(batch_size / lr_reference_batch)`` (the square-root rule for
-        Adam, README "Large batches")."""
+        Adam, docs/training.md "Large batches")."""
         if self.lr_scaling == "sqrt":
             return self.lr * math.sqrt(self.batch_size / self.lr_reference_batch)
         return self.lr
