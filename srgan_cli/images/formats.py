@@ -61,7 +61,8 @@ def format_to_write(source_format: str | None, format: str | None = None) -> str
 DEFAULT_PNG_COMPRESSION = 1
 """zlib level of PNG output (0-9). Level 1 uses zlib's run-length strategy (Z_RLE): on
 upscaled photos measured about 4x faster than Pillow's default level 6 at the same size
-(README, Performance; scripts/png_levels.py). 16-bit PNGs use the default strategy."""
+(docs/performance.md, "PNG compression"; scripts/png_levels.py). 16-bit PNGs use the
+default strategy."""
 
 PNG_COMPRESSION_RANGE = (0, 9)
 """The zlib levels a PNG may be written with (``--png-compression``)."""

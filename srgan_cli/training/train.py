@@ -6,7 +6,7 @@ discriminator update and one generator update with the loss
 ``VGG54 content + 1e-3 x adversarial`` (the paper's SRGAN); ``all`` runs both.
 
 Steps are counted across the whole run: with ``phase = "all"`` the GAN phase continues the
-step numbers of the pretraining phase. The run folder holds (see README "Training"):
+step numbers of the pretraining phase. The run folder holds (see docs/training.md, "Run folder"):
 
     config.toml               the resolved options: the run's recipe
     generator.safetensors     the latest generator (EMA weights with --ema), ready to use
