@@ -1,8 +1,8 @@
-"""Issue 16: automatic tiles, out-of-memory recovery, host-side assembly, --outscale, --tta."""
+"""Issue 16: out-of-memory recovery, host-side assembly, --tta. --tile auto and --max-memory
+are tested in test_memory.py, --outscale in test_outscale.py."""
 
 import json
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -10,66 +10,10 @@ from conftest import make_generator
 from PIL import Image
 
 from srgan_cli import memory
-from srgan_cli.cli import main
-from srgan_cli.errors import ImageError, SrganError
+from srgan_cli.errors import ImageError
 from srgan_cli.images import quantise
 from srgan_cli.models import Generator
 from srgan_cli.upscale import Upscaler, tta_average
-
-
-def upscale(*args):
-    return CliRunner().invoke(main, ["upscale", *map(str, args)])
-
-
-# ------------------------------------------------------------------ memory and auto tiles
-
-
-@pytest.mark.parametrize("text, size", [("4GiB", 4 * 2**30), ("512MB", 512 * 10**6),
-                                        ("2g", 2 * 10**9), ("1.5 KiB", 1536), ("1000", 1000)])
-def test_parse_size(text, size):
-    assert memory.parse_size(text) == size
-
-
-@pytest.mark.parametrize("text", ["", "lots", "4 GiBs", "-1GB", "0", "GB"])
-def test_parse_size_refuses_nonsense(text):
-    with pytest.raises(ValueError):
-        memory.parse_size(text)
-
-
-def test_auto_tile_from_a_mocked_free_gpu_memory(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10 * 2**30, 80 * 2**30))
-    cuda = torch.device("cuda")
-    assert memory.device_budget(cuda, None) == 10 * 2**30
-    assert memory.device_budget(cuda, 4 * 2**30) == 4 * 2**30  # --max-memory caps it
-    budget, per_pixel, overlap = 4 * 2**30, 10_000, 40
-    tile = memory.auto_tile(4000, 6000, overlap, per_pixel, budget)
-    side = tile + 2 * overlap
-    assert tile % 8 == 0
-    assert side**2 * per_pixel <= memory.SAFETY * budget < (side + 8) ** 2 * per_pixel
-    assert memory.auto_tile(100, 100, overlap, per_pixel, budget) is None  # fits: one pass
-    assert memory.auto_tile(4000, 6000, overlap, per_pixel, 2**20) == memory.MIN_TILE
-
-
-def test_upscaler_auto_tile_follows_max_memory():
-    gen = make_generator()
-    roomy = Upscaler(gen, device="cpu", precision="fp32", tile="auto")
-    assert roomy.tile_for(64, 64) is None
-    tight = Upscaler(gen, device="cpu", precision="fp32", tile="auto", max_memory="50MB")
-    tile = tight.tile_for(2000, 3000)
-    assert tile is not None and memory.MIN_TILE <= tile < 2000
-    with pytest.raises(SrganError, match="--max-memory"):
-        Upscaler(gen, device="cpu", max_memory="plenty")
-
-
-def test_cli_option_errors_are_usage_errors(tmp_path, tiny_checkpoint):
-    Image.new("RGB", (5, 5)).save(tmp_path / "a.png")
-    for option in (["--tile", "-5"], ["--tile", "big"], ["--max-memory", "4 bananas"],
-                   ["--max-memory", "0"], ["--outscale", "0"], ["--outscale", "-2"],
-                   ["--png-compression", "10"]):
-        result = upscale(tmp_path / "a.png", "--model", tiny_checkpoint, *option)
-        assert result.exit_code == 2, (option, result.output)
-        assert "Traceback" not in result.output
-
 
 # ------------------------------------------------------------------ out-of-memory retries
 
@@ -209,43 +153,6 @@ def test_batched_tiles_equal_single_tiles():
     got = four.upscale_tensor(lr, on_tile=lambda: calls.append(1))
     assert len(calls) == 16
     torch.testing.assert_close(got, one, atol=1e-5, rtol=0)
-
-
-# ------------------------------------------------------------------ --outscale
-
-
-@pytest.mark.parametrize("factor", [2, 3, 6.5, 1.3])
-def test_outscale_sizes_with_alpha(tmp_path, tiny_checkpoint, factor):
-    pixels = np.random.default_rng(0).integers(0, 256, (13, 17, 4), dtype=np.uint8)
-    Image.fromarray(pixels, "RGBA").save(tmp_path / "a.png")
-    result = upscale(tmp_path / "a.png", "-o", tmp_path / "out.png", "--model", tiny_checkpoint,
-                     "--outscale", factor)
-    assert result.exit_code == 0, result.output
-    out = Image.open(tmp_path / "out.png")
-    assert out.size == (round(17 * factor), round(13 * factor)) and out.mode == "RGBA"
-
-
-def test_outscale_keeps_16_bits_and_scales_dpi(tmp_path):
-    from srgan_cli.images import Picture, read_image, write_image
-
-    picture = Picture(rgb=torch.rand(3, 10, 9), bit_depth=16, dpi=(100, 100))
-    up = Upscaler(make_generator(), device="cpu", precision="fp32", outscale=2.5)
-    result = up.upscale_picture(picture)
-    assert result.rgb.dtype == torch.uint16 and result.rgb.shape == (3, 25, 22)
-    write_image(result, tmp_path / "out.png")
-    again = read_image(tmp_path / "out.png")
-    assert again.bit_depth == 16 and again.size == (22, 25)
-    assert again.dpi == pytest.approx((22 / 9 * 100, 250), abs=0.1)
-
-
-def test_outscale_4_equals_the_plain_result():
-    from srgan_cli.images import Picture
-
-    gen = make_generator()
-    picture = Picture(rgb=torch.rand(3, 12, 10))
-    plain = Upscaler(gen, device="cpu", precision="fp32").upscale_picture(picture)
-    four = Upscaler(gen, device="cpu", precision="fp32", outscale=4).upscale_picture(picture)
-    assert torch.equal(plain.rgb, four.rgb)
 
 
 # ------------------------------------------------------------------ --tta

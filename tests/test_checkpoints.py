@@ -6,17 +6,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_generator, run_cli
+from conftest import invoke, make_generator, one_line_error, png, run_cli
 from safetensors.torch import save_file
 
 from srgan_cli import checkpoints
 from srgan_cli.checkpoints import (
     RegisteredModel,
+    checkpoint_metadata,
     load_generator,
     load_model,
     read_metadata,
     resolve_model,
     save_checkpoint,
+    save_safetensors,
     sha256_file,
 )
 from srgan_cli.errors import CheckpointError
@@ -103,6 +105,22 @@ def test_weights_dir_is_the_checkout_folder_in_a_source_tree():
     assert checkpoints.weights_dir() == Path(checkpoints.__file__).resolve().parents[1] / "weights"
 
 
+@pytest.mark.parametrize("metadata, message", [
+    ({"config": json.dumps({"scale": 3, "num_blocks": 1, "channels": 8})}, "scale must be"),
+    ({"config": "{not json"}, "bad checkpoint metadata"),
+    ({"config": json.dumps({"scale": 4, "num_blocks": 1, "channels": -8})}, "invalid"),
+    ({"config": "[1, 2]"}, "not a JSON object"),
+    ({"format_version": "one"}, "not a number"),
+])
+def test_bad_checkpoint_metadata_is_one_line(tmp_path, metadata, message):
+    gen = make_generator()
+    meta = {**checkpoint_metadata(GeneratorConfig(num_blocks=1, channels=8)), **metadata}
+    model = save_safetensors(gen.state_dict(), tmp_path / "bad.safetensors", meta)
+    result = invoke("upscale", png(tmp_path / "a.png"), "--model", model)
+    one_line_error(result)
+    assert message in result.output and "bad.safetensors" in result.output
+
+
 # ----------------------------------------------------------------- the Hub, offline
 
 
@@ -185,6 +203,20 @@ def test_cli_upscale_with_hub_model(fake_hub, tmp_path):
                    env={"HF_ENDPOINT": fake_hub, "HF_HOME": str(tmp_path / "hf")})
     assert proc.returncode == 0, proc.stderr
     assert Image.open(tmp_path / "out.png").size == (36, 28)
+
+
+@pytest.mark.parametrize("env", [{"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": "http://127.0.0.1:9"}])
+def test_hub_offline_says_so(tmp_path, env):
+    proc = run_cli("upscale", str(png(tmp_path / "a.png")), "--model",
+                   "hf://me/sr/tiny.safetensors", env={"HF_HOME": str(tmp_path / "hf"), **env})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "cannot reach the Hugging Face Hub and the file is not in the local cache" in (
+        proc.stderr)
+
+
+def test_hub_pickle_is_refused_before_the_network(tmp_path):
+    with pytest.raises(CheckpointError, match="it is a Python pickle"):
+        resolve_model("hf://nobody/nothing/model.pth")  # no network: refused by its name
 
 
 def test_weights_are_found_from_an_installed_wheel(tmp_path):

@@ -1,13 +1,16 @@
-"""`srgan upscale` end to end through the CLI: files, folders, exit codes, messages."""
+"""`srgan upscale` end to end through the CLI: files, folders, exit codes, messages, and the
+option checks of every command: a usage error (exit 2) or one line (exit 1), never a traceback."""
 
 import json
 
 import pytest
+import torch
 from click.testing import CliRunner
-from conftest import run_cli
+from conftest import invoke, make_generator, one_line_error, png, run_cli
 from PIL import Image
 
 from srgan_cli import checkpoints
+from srgan_cli.checkpoints import save_checkpoint
 from srgan_cli.cli import main
 
 
@@ -130,3 +133,92 @@ def test_ci_runs_exactly_the_readme_test_command():
     command = (root / ".ci" / "run").read_text().strip().splitlines()[-1]
     assert command.startswith("python3 -m pip install uv && ")
     assert command in (root / "README.md").read_text()
+
+
+# ---------------------------------------------------------------- usage errors: exit 2
+
+
+def test_output_file_and_format_that_disagree_are_a_usage_error(tmp_path, tiny_checkpoint):
+    result = upscale(png(tmp_path / "a.png"), "-o", tmp_path / "x.png", "--format", "jpg",
+                     "--model", tiny_checkpoint)
+    assert result.exit_code == 2 and "different formats" in result.output
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ("--quality", "150"), ("--quality", "-5"), ("--quality", "1000", "--format", "webp"),
+    ("--shard", "1/1"), ("--shard", "x"), ("--suffix", "../x"), ("--max-pixels", "-1"),
+])
+def test_bad_option_values_are_usage_errors(tmp_path, tiny_checkpoint, args):
+    result = upscale(png(tmp_path / "a.png"), "--model", tiny_checkpoint, *args)
+    assert result.exit_code == 2, result.output
+    assert not (tmp_path / "a_x4.png").exists() and not (tmp_path / "a_x4.webp").exists()
+
+
+def test_cli_option_errors_are_usage_errors(tmp_path, tiny_checkpoint):
+    Image.new("RGB", (5, 5)).save(tmp_path / "a.png")
+    for option in (["--tile", "-5"], ["--tile", "big"], ["--max-memory", "4 bananas"],
+                   ["--max-memory", "0"], ["--outscale", "0"], ["--outscale", "-2"],
+                   ["--png-compression", "10"]):
+        result = upscale(tmp_path / "a.png", "--model", tiny_checkpoint, *option)
+        assert result.exit_code == 2, (option, result.output)
+        assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("option", [
+    ["--outscale", "1e9"], ["--outscale", "1000"], ["--outscale", "17"],
+    ["--max-memory", "1e400"], ["--max-memory", "1" + "0" * 400],
+])
+def test_absurd_outscale_and_max_memory_are_usage_errors(tmp_path, tiny_checkpoint, option):
+    result = upscale(png(tmp_path / "a.png"), "--model", tiny_checkpoint, *option)
+    one_line_error(result, exit_code=2)
+    assert not (tmp_path / "a_x4.png").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["upscale", "a.png", "--perception", "nan"],
+    ["upscale", "a.png", "--outscale", "nan"],
+    ["upscale", "a.png", "--outscale", "inf"],
+    ["benchmark", "--perception", "nan"],
+    ["benchmark", "--perception", "inf"],
+    ["train", "--out", "run", "--lr", "nan"],
+    ["train", "--out", "run", "--ema", "inf"],
+])
+def test_nan_and_infinity_in_float_options_are_usage_errors(tmp_path, monkeypatch, args):
+    monkeypatch.chdir(tmp_path)
+    png(tmp_path / "a.png")
+    result = invoke(*args)
+    one_line_error(result, exit_code=2)
+    assert "is not a finite number" in result.output
+    assert not (tmp_path / "run").exists() and not (tmp_path / "a_x4.png").exists()
+
+
+# -------------------------------------------------------------------- one line: exit 1
+
+
+@pytest.mark.parametrize("device, message", [
+    ("tpu", "unknown device 'tpu'"),
+    ("xla", "not supported"),
+    ("cuda", "CUDA is not available"),
+    ("mps", "MPS (Apple Metal) is not available"),
+    ("nonsense", "unknown device"),
+])
+def test_unavailable_devices_are_one_line(tmp_path, tiny_checkpoint, device, message):
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    if device == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    result = upscale(png(tmp_path / "a.png"), "--model", tiny_checkpoint, "--device", device)
+    one_line_error(result)
+    assert message in result.output
+
+
+def test_nan_weights_fail_the_file_instead_of_writing_black(tmp_path):
+    gen = make_generator()
+    with torch.no_grad():
+        gen.head[0].weight.fill_(float("nan"))
+    model = save_checkpoint(gen, tmp_path / "nan.safetensors")
+    result = upscale(png(tmp_path / "a.png"), "-o", tmp_path / "out.png", "--model", model)
+    one_line_error(result)
+    assert "NaN" in result.output
+    assert not (tmp_path / "out.png").exists()

@@ -1,11 +1,12 @@
-"""Sharded upscaling: --shard I/N for job arrays, and torchrun with two CPU processes (gloo)."""
+"""Sharded upscaling: --shard I/N for job arrays (each planning problem reported by one shard),
+and torchrun with two CPU processes (gloo)."""
 
 import json
 import subprocess
 import sys
 
 import pytest
-from conftest import run_cli
+from conftest import invoke, png, run_cli
 from PIL import Image
 
 from srgan_cli.errors import SrganError
@@ -40,6 +41,21 @@ def test_shard_option_without_torchrun(tmp_path, tiny_checkpoint):
     assert not outputs[0] & outputs[1], "no file done twice"
     assert len(outputs[0] | outputs[1]) == 5, "no file skipped"
     assert len(list((tmp_path / "out").glob("*.png"))) == 5
+
+
+def test_each_planning_problem_is_reported_by_one_shard_only(tmp_path, tiny_checkpoint):
+    inputs = [png(tmp_path / f"{name}.png") for name in "abcd"]
+    missing = tmp_path / "missing.png"
+    reports, exit_codes = [], []
+    for index in range(3):
+        result = invoke("upscale", *inputs, missing, "--model", tiny_checkpoint,
+                        "--shard", f"{index}/3", "--json")
+        summary = json.loads(result.stdout)
+        reports += [f for f in summary["files"] if f["status"] == "failed"]
+        exit_codes.append(result.exit_code)
+    assert [f["input"] for f in reports] == [str(missing)], "reported exactly once"
+    assert sorted(exit_codes) == [0, 0, 1], "only the shard that owns it fails"
+    assert len(list(tmp_path.glob("*_x4.png"))) == 4
 
 
 def test_torchrun_two_processes_upscale_each_file_once(tmp_path, tiny_checkpoint):

@@ -1,10 +1,13 @@
-"""Tests for srgan_cli.images on tiny images made here (CPU only, offline)."""
+"""Tests for srgan_cli.images on tiny images made here (CPU only, offline): reading (EXIF, ICC,
+16 bits, malformed metadata), bad input and the pixel limit (Pillow's guard too), writing,
+alpha, planning outputs."""
 
 from __future__ import annotations
 
 import io
 import os
 import struct
+import threading
 import zlib
 from pathlib import Path
 
@@ -12,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import invoke, png
 from PIL import Image, ImageCms, ImageFile, ImageOps
 
 from srgan_cli import images
@@ -274,6 +278,36 @@ def test_rotated_phone_jpeg_is_written_upright_with_orientation_reset(tmp_path):
     assert written.getexif().get(0x010F) == "TestCam"
 
 
+def test_lab_tiff_is_written_as_rgb_not_rgba(tmp_path, tiny_checkpoint):
+    src = tmp_path / "lab.tif"
+    Image.new("LAB", (4, 4), (50, 10, 20)).save(src)
+    assert read_image(src).alpha is None
+    assert invoke("upscale", src, "--model", tiny_checkpoint, "-q").exit_code == 0
+    assert Image.open(tmp_path / "lab_x4.tif").mode == "RGB"
+
+
+def png_with_chunk(path: Path, kind: bytes, body: bytes) -> Path:
+    """A 6x5 PNG with one extra chunk right after IHDR (CRC correct)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (6, 5), (10, 200, 30)).save(buffer, "PNG")
+    data = buffer.getvalue()
+    path.write_bytes(data[:33] + png_chunk(kind, body) + data[33:])
+    return path
+
+
+@pytest.mark.parametrize("body", [b"garbage!", b"II*\x00", b"II*\x00\x08\x00"])
+def test_malformed_exif_is_dropped_with_a_warning(tmp_path, tiny_checkpoint, body):
+    src = png_with_chunk(tmp_path / "bad_exif.png", b"eXIf", body)
+    picture = images.read_image(src)
+    assert picture.exif is None and picture.warnings == ["malformed EXIF metadata dropped"]
+    assert picture.size == (6, 5) and torch.allclose(
+        picture.rgb[:, 0, 0], torch.tensor([10, 200, 30]) / 255)
+    result = invoke("upscale", src, "-o", tmp_path / "out.jpg", "--model", tiny_checkpoint)
+    assert result.exit_code == 0, result.output
+    assert "warning: malformed EXIF metadata dropped" in result.output
+    assert Image.open(tmp_path / "out.jpg").size == (24, 20)
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
@@ -365,6 +399,59 @@ def test_pixel_limit_is_ours_not_pillows(tmp_path, monkeypatch):
         read_image(path, max_pixels=199)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)  # Pillow's global must not interfere
     assert read_image(path, max_pixels=200).size == (20, 10)
+    assert Image.MAX_IMAGE_PIXELS == 10
+
+
+def test_concurrent_reads_never_switch_pillows_guard_off(tmp_path, monkeypatch):
+    """Two reader threads, each held inside the decoder in turn: Pillow's limit as seen
+    from a third thread stays what it was (234db95 left it None after this order)."""
+    path = png(tmp_path / "a.png")
+    limit = Image.MAX_IMAGE_PIXELS
+    inside = [threading.Event(), threading.Event()]
+    go_on = [threading.Event(), threading.Event()]
+    decode = images.reading._decode
+
+    def held_decode(image, file):
+        me = int(threading.current_thread().name)
+        inside[me].set()
+        assert go_on[me].wait(30)
+        return decode(image, file)
+
+    monkeypatch.setattr(images.reading, "_decode", held_decode)
+    readers = [threading.Thread(target=images.read_image, args=(path,), name=str(i))
+               for i in range(2)]
+    seen = []
+    for reader, entered in zip(readers, inside, strict=True):
+        reader.start()
+        assert entered.wait(30)
+        seen.append(Image.MAX_IMAGE_PIXELS)
+    for reader, release in zip(readers, go_on, strict=True):
+        release.set()
+        reader.join(30)
+        seen.append(Image.MAX_IMAGE_PIXELS)
+    assert seen == [limit] * 4
+
+
+def test_a_limit_above_pillows_raises_its_guard_for_that_read_only(tmp_path, monkeypatch):
+    path = png(tmp_path / "a.png", size=(20, 10))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)  # Pillow refuses above 20 pixels
+    during = []
+    decode = images.reading._decode
+
+    def watched_decode(image, file):
+        during.append(Image.MAX_IMAGE_PIXELS)
+        return decode(image, file)
+
+    monkeypatch.setattr(images.reading, "_decode", watched_decode)
+    assert images.read_image(path, max_pixels=500).size == (20, 10)
+    assert during == [500] and Image.MAX_IMAGE_PIXELS == 10
+
+
+def test_an_image_above_pillows_limit_is_one_line_with_its_size(tmp_path, monkeypatch):
+    path = png(tmp_path / "a.png", size=(30, 10))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)  # Pillow itself refuses 300 pixels
+    with pytest.raises(ImageError, match=r"^image is 30x10 = 0.0 MP, above the 0.0 MP limit"):
+        images.read_image(path, max_pixels=20)
     assert Image.MAX_IMAGE_PIXELS == 10
 
 

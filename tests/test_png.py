@@ -1,4 +1,5 @@
-"""Issue 21: PNG image data deflated in independent pieces on several threads (png.py).
+"""PNG files: image data deflated in independent pieces on several threads (png.py, issue 21),
+and the transparency and colour chunks (tRNS, gAMA, sRGB) read and kept.
 
 Every file is checked as pngcheck would: chunk by chunk with each CRC, the IDAT data as one
 zlib stream (zlib verifies the Adler-32), and the pixels decoded back.
@@ -13,7 +14,8 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from conftest import invoke
+from PIL import Image, PngImagePlugin
 
 from srgan_cli import images, png
 from srgan_cli.errors import ImageError
@@ -172,3 +174,49 @@ def test_a_deflater_ends_its_threads_when_closed(small_pieces):
         assert any(t.name.startswith("srgan-deflate") for t in threading.enumerate())
     assert not any(t.name.startswith("srgan-deflate") for t in threading.enumerate())
     assert png.Deflater(1).pool() is None  # one thread: inline, no pool
+
+
+# ---------------------------------------------- chunks read and kept: tRNS, gAMA, sRGB
+
+
+def test_grey_png_with_a_transparent_level_keeps_its_transparency(tmp_path, tiny_checkpoint):
+    src = tmp_path / "grey.png"
+    Image.fromarray(np.array([[0, 255], [128, 0]], np.uint8), "L").save(src, transparency=0)
+    picture = read_image(src)
+    assert picture.grayscale and picture.alpha is not None
+    assert picture.alpha[0].tolist() == [[0, 1], [1, 0]]
+    assert invoke("upscale", src, "--model", tiny_checkpoint, "-q").exit_code == 0
+    assert Image.open(tmp_path / "grey_x4.png").mode == "LA"
+
+
+def test_16bit_rgb_png_with_a_transparent_colour_keeps_its_transparency(tmp_path):
+    pixels = np.array([[[1000, 2000, 3000], [7, 8, 9]]], np.uint16)  # (1, 2, 3)
+    data = images.png_codec._encode_png(pixels)
+    head = len(images.png_codec._PNG_SIGNATURE) + 25  # signature + IHDR chunk
+    trns = images.png_codec._png_chunk(b"tRNS", struct.pack(">HHH", 1000, 2000, 3000))
+    src = tmp_path / "rgb16.png"
+    src.write_bytes(data[:head] + trns + data[head:])
+    picture = read_image(src)
+    assert picture.bit_depth == 16 and picture.alpha is not None
+    assert picture.alpha[0].tolist() == [[0.0, 1.0]]
+    assert picture.rgb[:, 0, 1].mul(65535).round().tolist() == [7, 8, 9]
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_png_gamma_and_srgb_chunks_are_kept(tmp_path, tiny_checkpoint, bits):
+    info = PngImagePlugin.PngInfo()
+    info.add(b"gAMA", struct.pack(">I", 45455))
+    info.add(b"sRGB", b"\x00")
+    src = tmp_path / "g.png"
+    if bits == 8:
+        Image.new("RGB", (4, 4), (10, 200, 30)).save(src, pnginfo=info)
+    else:
+        data = images.png_codec._encode_png(np.full((4, 4, 3), 999, np.uint16))
+        head = len(images.png_codec._PNG_SIGNATURE) + 25
+        chunk = images.png_codec._png_chunk
+        chunks = chunk(b"gAMA", struct.pack(">I", 45455)) + chunk(b"sRGB", b"\x00")
+        src.write_bytes(data[:head] + chunks + data[head:])
+    assert invoke("upscale", src, "--model", tiny_checkpoint, "-q").exit_code == 0
+    out = Image.open(tmp_path / "g_x4.png")
+    assert out.info.get("gamma") == 0.45455 and out.info.get("srgb") == 0
+    assert read_image(tmp_path / "g_x4.png").bit_depth == bits

@@ -1,5 +1,6 @@
 """`srgan train` on tiny networks and tiny images: phases, exact resume, NaN handling,
-checkpoint format, config round trip, run-folder safety. CPU only, offline."""
+checkpoint format, run-folder safety, and the helpers the other training tests import. CPU
+only, offline. Configs: test_train_config.py; run folders: test_run_folder.py."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from srgan_cli.degradation import bicubic_downscale
 from srgan_cli.errors import TrainingError
 from srgan_cli.training import data
 from srgan_cli.training import state as train_state
-from srgan_cli.training.config import TrainConfig, load_config, make_config, save_config, with_steps
+from srgan_cli.training.config import TrainConfig, load_config, make_config, save_config
 from srgan_cli.training.train import EMA, learning_rate, train
 
 
@@ -56,6 +57,21 @@ def tiny(train_dir, **options) -> TrainConfig:
     return make_config({**values, **options})
 
 
+def config_file(tmp_path: Path, hr_dir: Path, name: str = "tiny.toml", **options) -> Path:
+    """``tiny(hr_dir, **options)`` saved as ``tmp_path / name``, for ``--config``."""
+    return save_config(tiny(hr_dir, **options), tmp_path / name)
+
+
+def tiny_train_config(tmp_path: Path, **extra) -> Path:
+    """A TOML config with no data folder (given by ``--data``): a 1-block, 8-channel pretrain
+    on the CPU, plus ``extra``."""
+    config = tmp_path / "tiny.toml"
+    values = {"num_blocks": 1, "channels": 8, "patch_size": 16, "batch_size": 2,
+              "device": "cpu", "phase": "pretrain", **extra}
+    config.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()))
+    return config
+
+
 def interrupt_at(step):
     def on_step(done):
         if done == step:
@@ -67,6 +83,11 @@ def log_records(run_dir):
     return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
 
 
+def generator_step(run_dir: Path) -> int:
+    """The training step the run folder's generator.safetensors was saved at."""
+    return json.loads(read_metadata(run_dir / "generator.safetensors")["training"])["step"]
+
+
 def assert_same_states(run_a: Path, run_b: Path) -> dict[str, torch.Tensor]:
     """Two run folders' training states hold the same tensors, bit for bit; returns run_a's."""
     a, b = load_file(run_a / "state.safetensors"), load_file(run_b / "state.safetensors")
@@ -74,42 +95,6 @@ def assert_same_states(run_a: Path, run_b: Path) -> dict[str, torch.Tensor]:
     for key in a:
         assert torch.equal(a[key], b[key]), key
     return a
-
-
-# --------------------------------------------------------------------------- config
-
-
-def test_config_round_trips_through_toml_and_yaml(tmp_path):
-    config = TrainConfig(data=["a dir", 'quo"te'], val=["v"], patch_size=128, lr=3e-5,
-                         ema=0.999, compile=True, phase="gan", init="x.safetensors")
-    path = save_config(config, tmp_path / "config.toml")
-    assert load_config(path) == config
-    yaml_file = tmp_path / "c.yaml"
-    yaml_file.write_text("data: [d1, d2]\nbatch-size: 8\nlr: 2.0e-4\nema: 0.99\n")
-    loaded = load_config(yaml_file)
-    assert (loaded.data, loaded.batch_size, loaded.lr, loaded.ema) == (["d1", "d2"], 8, 2e-4, 0.99)
-    assert loaded.patch_size == 96, "unset options keep the paper's defaults"
-
-
-def test_precedence_flags_over_file_over_defaults(tmp_path):
-    (tmp_path / "c.toml").write_text('data = "d"\nbatch_size = 8\nlr = 0.001\n')
-    config = load_config(tmp_path / "c.toml", {"lr": 5e-4})
-    assert (config.data, config.batch_size, config.lr, config.seed) == (["d"], 8, 5e-4, 0)
-    assert with_steps(config, 7).phases == [("pretrain", 7), ("gan", 7)]
-    assert with_steps(make_config({"phase": "gan"}, config), 5).pretrain_steps == 1_000_000
-
-
-@pytest.mark.parametrize("text,message", [
-    ("batch_sise = 8", "unknown training option 'batch_sise'"),
-    ('phase = "both"', "choose one of pretrain, gan, all"),
-    ("batch_size = 1.5", "not a valid int"),
-    ("patch_size = 90", "multiple of the scale"),
-    ("lr = [", "not a valid config file"),
-])
-def test_bad_config_is_one_clear_error(tmp_path, text, message):
-    (tmp_path / "c.toml").write_text(text + "\n")
-    with pytest.raises(TrainingError, match=message):
-        load_config(tmp_path / "c.toml")
 
 
 # --------------------------------------------------------------------------- data

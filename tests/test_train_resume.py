@@ -1,11 +1,13 @@
-"""The GPU's training path, run on a CPU: fused Adam and channels_last tensors (what CUDA
-training uses) through save, resume and skipped steps, and a step loop that never reads a
-device value on the host. CPU only, offline."""
+"""Resuming `srgan train`: across phases (refused where the saved phase would not go on, or
+with nothing left to train), and the GPU's training path run on a CPU: fused Adam and
+channels_last tensors (what CUDA training uses) through save, resume and skipped steps, and a
+step loop that never reads a device value on the host. CPU only, offline."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import invoke, one_line_error
 from safetensors.torch import load_file
 from test_train import (
     assert_same_states,
@@ -19,7 +21,58 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from srgan_cli.errors import TrainingError
 from srgan_cli.training import train as train_module
 from srgan_cli.training.state import load_state, optimizer_tensors, restore_optimizer, save_state
-from srgan_cli.training.train import EMA, Trainer, train
+from srgan_cli.training.train import EMA, NothingToTrain, Trainer, train
+
+pytestmark = pytest.mark.usefixtures("keep_signal_handlers")
+
+
+# ----------------------------------------------------------------------- across phases
+
+
+def test_resume_in_another_phase_is_refused_and_changes_nothing(tmp_path, hr_dir):
+    run = tmp_path / "run"
+    train(tiny(hr_dir, pretrain_steps=2), run)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    for steps in ("2", "3"):
+        result = invoke("train", "--out", run, "--resume", "--phase", "gan", "--steps", steps,
+                        "-q")
+        one_line_error(result, "saved in the pretrain phase at step 2, which --phase gan "
+                               "does not continue; resume with --phase all")
+        assert "trained generator" not in result.output
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_resume_with_phase_all_starts_the_gan_phase_at_its_own_step_0(tmp_path, hr_dir):
+    run = tmp_path / "run"
+    train(tiny(hr_dir, pretrain_steps=2, gan_schedule="step", lr=1e-3), run)
+    result = invoke("train", "--out", run, "--resume", "--phase", "all", "--steps", "2", "-q")
+    assert result.exit_code == 0, result.output
+    gan = [r for r in log_records(run) if r["type"] == "train" and r["phase"] == "gan"]
+    assert [(r["step"], r["lr"]) for r in gan] == [(3, 1e-3), (4, pytest.approx(1e-4))]
+
+
+@pytest.mark.parametrize("steps", ["1", "2"])
+def test_resume_with_no_steps_left_says_so_and_changes_nothing(tmp_path, hr_dir, steps):
+    run = tmp_path / "run"
+    train(tiny(hr_dir, pretrain_steps=2), run)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    result = invoke("train", "--out", run, "--resume", "--steps", steps, "-q")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "already at step 2: nothing to train"
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    with pytest.raises(NothingToTrain, match="already at step 2: nothing to train"):
+        train(tiny(hr_dir, pretrain_steps=2), run, resume=True)
+
+
+def test_resume_past_the_end_of_a_phase_that_another_follows_is_refused(tmp_path, hr_dir):
+    run = tmp_path / "run"
+    train(tiny(hr_dir, pretrain_steps=3), run)
+    with pytest.raises(TrainingError, match="saved at step 3 of the pretrain phase, which this "
+                                            "config ends at step 2: resume with --steps 3"):
+        train(tiny(hr_dir, phase="all", pretrain_steps=2, gan_steps=2), run, resume=True)
+
+
+# ---------------------------------------------------- the GPU's training path on a CPU
 
 
 @pytest.fixture
