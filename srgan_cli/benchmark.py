@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 
 from . import degradation, json_output, metrics
+from .checkpoints import MIXES
 from .errors import ImageError, SrganError
 from .fast import prepare_for_inference
 from .images import find_images, read_rgb_uint8
@@ -76,12 +77,25 @@ Method = Callable[[Image.Image], torch.Tensor]
 """An upscaler under test: LR RGB PIL image -> SR (3, sH, sW) float32 in [0, 1]."""
 
 
-PERCEPTION_PREFIX = "perception="
-
-
 def perception_name(perception: float) -> str:
     """The model name of a perception mix in benchmark tables: ``perception=0.25``."""
-    return f"{PERCEPTION_PREFIX}{perception:g}"
+    return mix_name("perception", perception)
+
+
+def mix_name(knob: str, t: float) -> str:
+    """The model name of a two-model mix (``checkpoints.MIXES``): ``denoise=0.5``."""
+    return f"{knob}={t:g}"
+
+
+def parse_mix(name: str) -> tuple[str, float] | None:
+    """``(knob, t)`` of a ``mix_name``, else None."""
+    knob, sep, value = name.partition("=")
+    if not sep or knob not in MIXES:
+        return None
+    try:
+        return knob, float(value)
+    except ValueError:
+        return None
 
 
 def model_label(name: str) -> str:
@@ -93,16 +107,17 @@ def model_label(name: str) -> str:
 def make_method(
     name: str, scale: int, device: str, precision: str, tile: int | None, tta: bool = False
 ) -> Method:
-    """A pseudo-model (Pillow resize), a perception mix (``perception=P``) or a network
-    loaded by name."""
+    """A pseudo-model (Pillow resize), a mix of two shipped models (``perception=P``,
+    ``denoise=D``) or a network loaded by name."""
     if name in PSEUDO_MODELS:
         resample = PSEUDO_MODELS[name]
         return lambda lr: pil_to_float(lr.resize((lr.width * scale, lr.height * scale),
                                                   resample))
-    if name.startswith(PERCEPTION_PREFIX):
-        perception = float(name.removeprefix(PERCEPTION_PREFIX))
-        upscaler = Upscaler(device=device, precision=precision, tile=tile, perception=perception,
-                            tta=tta)
+    mix = parse_mix(name)
+    if mix is not None:
+        knob, t = mix
+        upscaler = Upscaler(device=device, precision=precision, tile=tile, tta=tta,
+                            **{knob: t})
     else:
         upscaler = Upscaler(name, device=device, precision=precision, tile=tile, tta=tta)
     if upscaler.scale != scale:

@@ -68,8 +68,15 @@ REGISTRY: dict[str, RegisteredModel] = {
 }
 DEFAULT_MODEL = "srresnet-x4"  # chosen from the benchmark and comparison crops: see docs/models.md
 
-PERCEPTION_ENDS = ("srresnet-x4", "srgan-x4")
-"""The two models ``perception`` mixes: 0 = the first (fidelity), 1 = the second (realism)."""
+MIXES: dict[str, tuple[str, str]] = {
+    "perception": ("srresnet-x4", "srgan-x4"),
+    "denoise": ("srresnet-x4", "srgan-real-x4"),
+}
+"""The knobs that mix two shipped models' weights (``interpolate_generators``), and their
+ends: 0 = the first, 1 = the second. ``perception`` goes from fidelity to realistic
+textures, ``denoise`` from the clean-input model to the one for real photos (its JPEG,
+noise and blur removed), which was fine-tuned from it, so the two mix weight by weight."""
+PERCEPTION_ENDS = MIXES["perception"]
 
 
 def weights_dir() -> Path:
@@ -374,6 +381,15 @@ def interpolate_generators(fidelity: Generator, realism: Generator, t: float) ->
     out = Generator(fidelity.config).to(next(fidelity.parameters()).device)
     out.load_state_dict(mixed)
     return out.eval()
+
+
+def load_mixed_model(knob: str, t: float, device: str | torch.device = "cpu") -> Generator:
+    """The two shipped models of ``MIXES[knob]`` mixed at ``t`` (0 = the first, 1 = the
+    second)."""
+    if not 0.0 <= t <= 1.0:
+        raise CheckpointError(f"{knob} must be between 0 and 1, got {t}")
+    first, second = (load_model(name, device=device) for name in MIXES[knob])
+    return interpolate_generators(first, second, t)
 
 
 def load_perception_model(

@@ -23,7 +23,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from . import __version__, images
-from .checkpoints import DEFAULT_MODEL, PERCEPTION_ENDS, REGISTRY, weights_dir
+from .checkpoints import DEFAULT_MODEL, MIXES, REGISTRY, weights_dir
 from .errors import SrganError
 from .json_output import to_json
 from .models import NORMS
@@ -189,6 +189,10 @@ def check_suffix_option(ctx, param, value: str | None) -> str | None:
 @click.option("--perception", type=FiniteFloat(0, 1), default=None,
               help="Mix the shipped models' weights: 0 = srresnet-x4 (highest fidelity), "
                    "1 = srgan-x4 (sharpest textures), e.g. 0.5 in between.")
+@click.option("--denoise", type=FiniteFloat(0, 1), default=None,
+              help="Mix the shipped models' weights: 0 = srresnet-x4 (for clean inputs: keeps "
+                   "noise and JPEG blocks), 1 = srgan-real-x4 (removes them), e.g. 0.5 keeps "
+                   "some grain.")
 @click.option("--suffix", default=None, callback=check_suffix_option,
               help="Added to output file names. Default: '_x4' beside the inputs, none with -o.")
 @click.option("--format", "fmt", type=click.Choice(["png", "jpg", "webp", "tif", "bmp"]),
@@ -235,6 +239,7 @@ def check_suffix_option(ctx, param, value: str | None) -> str | None:
 @friendly_errors
 def upscale_command(
     inputs: tuple[Path, ...], output: str | None, model: str, perception: float | None,
+    denoise: float | None,
     suffix: str | None, fmt: str | None, tile: int | str | None, max_memory: int | None,
     outscale: float | None, tta: bool, png_compression: int, device: str, precision: str,
     optimize: bool, skip_existing: bool, overwrite: bool, recursive: bool, max_pixels: int,
@@ -256,8 +261,12 @@ def upscale_command(
     )
 
     sigterm_as_interrupt()  # kill, job schedulers: like Ctrl-C, temporary files cleaned up
-    if perception is not None and model not in (DEFAULT_MODEL, *PERCEPTION_ENDS):
-        raise click.UsageError("--perception mixes srresnet-x4 and srgan-x4; drop --model")
+    for knob, value in (("perception", perception), ("denoise", denoise)):
+        ends = MIXES[knob]
+        if value is not None and model not in (DEFAULT_MODEL, *ends):
+            raise click.UsageError(f"--{knob} mixes {ends[0]} and {ends[1]}; drop --model")
+    if perception is not None and denoise is not None:
+        raise click.UsageError("--perception and --denoise each mix two models: choose one")
     if skip_existing and overwrite:
         raise click.UsageError("--skip-existing and --overwrite contradict each other")
     if shard is not None and distributed.under_torchrun():
@@ -280,7 +289,8 @@ def upscale_command(
     quiet = quiet or not main_process  # one progress display, on rank 0
 
     upscaler = Upscaler(model, device=dev, precision=precision, tile=tile, optimize=optimize,
-                        perception=perception, max_memory=max_memory, outscale=outscale,
+                        perception=perception, denoise=denoise, max_memory=max_memory,
+                        outscale=outscale,
                         tta=tta)
     if main_process:
         notes = [*upscaler.notes, upscaler.memory_warning()]
@@ -466,6 +476,9 @@ def parse_sizes(value: str) -> list[int]:
 @click.option("--perception", "perceptions", multiple=True, type=FiniteFloat(0, 1),
               help="Also score the srresnet-x4/srgan-x4 mix at this perception (repeatable; "
                    "rows are named perception=P).")
+@click.option("--denoise", "denoises", multiple=True, type=FiniteFloat(0, 1),
+              help="Also score the srresnet-x4/srgan-real-x4 mix at this denoise (repeatable; "
+                   "rows are named denoise=D).")
 @click.option("-d", "--data", "datasets", multiple=True, type=click.Path(path_type=Path),
               help="Folder of HR images, e.g. ../shared/datasets/Set5 (repeatable).")
 @click.option("--scale", default=4, show_default=True, type=click.IntRange(min=2))
@@ -506,7 +519,8 @@ def parse_sizes(value: str) -> list[int]:
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 @friendly_errors
 def benchmark_command(
-    models: tuple[str, ...], perceptions: tuple[float, ...], datasets: tuple[Path, ...],
+    models: tuple[str, ...], perceptions: tuple[float, ...], denoises: tuple[float, ...],
+    datasets: tuple[Path, ...],
     scale: int, per_image: bool,
     as_json: bool, save_images: Path | None, compare_dir: Path | None, overwrite: bool,
     lpips_weights: str | None, speed: bool, sizes: list[int], precisions: tuple[str, ...],
@@ -555,10 +569,11 @@ def benchmark_command(
 
     if not datasets:
         raise click.UsageError("give at least one --data folder of HR images (or use --speed)")
-    if not models and not perceptions:
+    if not models and not perceptions and not denoises:
         models = ("bicubic", *[n for n, e in REGISTRY.items()
                                if (weights_dir() / e.filename).is_file()])
-    models = (*models, *[benchmark.perception_name(p) for p in perceptions])
+    models = (*models, *[benchmark.mix_name("perception", p) for p in perceptions],
+              *[benchmark.mix_name("denoise", d) for d in denoises])
     n_images = sum(len(images.find_images(d, recursive=True))
                    for d in benchmark.dataset_labels(datasets) if d.is_dir())
     n_cases = len(benchmark.lr_makers("", degradation_kind, scale))  # inputs per image

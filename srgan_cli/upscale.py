@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import images, memory, png
-from .checkpoints import DEFAULT_MODEL, PERCEPTION_ENDS, load_model, load_perception_model
+from .checkpoints import DEFAULT_MODEL, MIXES, load_mixed_model, load_model
 from .errors import ImageError, InputError, SrganError
 from .fast import prepare_for_inference
 from .models import Generator
@@ -158,13 +158,13 @@ def check_whole(name: str, value: object, low: int, high: int | None = None) -> 
     return int(value)
 
 
-def check_perception(perception: object) -> float | None:
+def check_perception(perception: object, knob: str = "perception") -> float | None:
     """``None`` or a number from 0 to 1 (NaN and strings refused); InputError otherwise."""
     if perception is None:
         return None
     if (isinstance(perception, bool) or not isinstance(perception, numbers.Real)
             or not 0 <= perception <= 1):  # NaN fails the comparison too
-        raise InputError(f"--perception must be a number from 0 to 1, got {perception!r}")
+        raise InputError(f"--{knob} must be a number from 0 to 1, got {perception!r}")
     return float(perception)
 
 
@@ -224,6 +224,9 @@ class Upscaler:
     ``perception`` (0 to 1) replaces ``model`` with a mix of the shipped models' weights:
     0 = ``srresnet-x4`` (highest PSNR, smooth), 1 = ``srgan-x4`` (sharpest textures), in
     between = linear interpolation of the two networks (``checkpoints.interpolate_generators``).
+    ``denoise`` (0 to 1) mixes the same way from ``srresnet-x4`` (0: for clean inputs, keeps
+    noise and JPEG blocks as detail) to ``srgan-real-x4`` (1: removes them); between keeps
+    some grain as texture. At most one of the two knobs.
 
     ``tile``: ``"auto"`` (default) picks the tile from the memory budget (``memory.py``;
     ``max_memory`` caps it, bytes or a size such as ``"4GiB"``), an int is a fixed core tile
@@ -252,6 +255,7 @@ class Upscaler:
         tta: bool = False,
         tile_batch: int = 1,
         perception: float | None = None,
+        denoise: float | None = None,
     ) -> None:
         self.tile = parse_tile(tile)
         try:
@@ -259,16 +263,22 @@ class Upscaler:
         except ValueError as e:
             raise InputError(f"--max-memory: {e}") from None
         self.outscale = check_outscale(outscale)
-        perception = check_perception(perception)
+        knobs = {knob: check_perception(value, knob) for knob, value in
+                 (("perception", perception), ("denoise", denoise)) if value is not None}
         self.tta = tta
         self.tile_batch = check_whole("tile_batch", tile_batch, 1)
         self.device = pick_device(device)
         self.dtype = autocast_dtype(precision, self.device)
-        if perception is not None:
-            if not (isinstance(model, str) and model in (DEFAULT_MODEL, *PERCEPTION_ENDS)):
-                raise SrganError("perception mixes the shipped srresnet-x4 and srgan-x4; "
+        if len(knobs) > 1:
+            raise SrganError("perception and denoise cannot be combined: each mixes two "
+                             "shipped models; choose one")
+        if knobs:
+            (knob, t), = knobs.items()
+            ends = MIXES[knob]
+            if not (isinstance(model, str) and model in (DEFAULT_MODEL, *ends)):
+                raise SrganError(f"{knob} mixes the shipped {ends[0]} and {ends[1]}; "
                                  "it cannot be combined with another model")
-            self.generator = load_perception_model(perception, device=self.device)
+            self.generator = load_mixed_model(knob, t, device=self.device)
         elif isinstance(model, Generator):
             self.generator = model.to(self.device).eval()
         else:
