@@ -141,6 +141,7 @@ class ImageScore:
     lpips: float | None
     lr_psnr: float
     seconds: float = 0.0  # wall-clock time of the method on this image
+    colour_shift: tuple[float, float, float] = (0.0, 0.0, 0.0)  # mean SR - HR per RGB channel
 
 
 def big_enough_to_score(width: int, height: int, scale: int) -> bool:
@@ -283,12 +284,21 @@ def score_dataset(
             lpips=None if lpips is None else float(lpips(sr[None], hr[None])[0]),
             lr_psnr=float(metrics.lr_consistency(sr, lr, scale)[0]),
             seconds=seconds,
+            colour_shift=colour_shift(sr, hr, border=scale),
         )
         if save_dir is not None:
             path = saved_image_path(save_dir, dataset, model, name)
             path.parent.mkdir(parents=True, exist_ok=True)
             degradation.tensor_to_pil(sr).save(path)
         yield score, sr
+
+
+def colour_shift(sr: torch.Tensor, hr: torch.Tensor, border: int) -> tuple[float, float, float]:
+    """Mean of SR - HR per RGB channel, in 8-bit levels, ``border`` pixels shaved: a model
+    that tints or darkens shows here even where PSNR hides it. (3, H, W) in [0, 1] each."""
+    diff = (sr - hr)[:, border:sr.shape[-2] - border, border:sr.shape[-1] - border]
+    r, g, b = (diff.double().mean(dim=(1, 2)) * 255).tolist()
+    return r, g, b
 
 
 def saved_image_path(save_dir: Path, dataset: str, model: str, image: str) -> Path:
@@ -333,6 +343,8 @@ def summarize(scores: list[ImageScore]) -> list[dict]:
             "psnr_rgb": statistics.fmean(s.psnr_rgb for s in group),
             "lpips": statistics.fmean(lp) if lp else None,
             "lr_psnr": statistics.fmean(s.lr_psnr for s in group),
+            "colour_shift": [statistics.fmean(s.colour_shift[c] for s in group)
+                             for c in range(3)],
             "seconds": sum(s.seconds for s in group),
             "paper_psnr_y": paper[0] if paper else None,
             "paper_ssim_y": paper[1] if paper else None,

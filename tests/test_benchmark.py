@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from conftest import make_generator, one_line_error, png
 from PIL import Image
@@ -292,3 +293,25 @@ def test_benchmark_never_replaces_earlier_saved_images(tmp_path):
     assert saved.read_bytes() == b"mine"
     assert bench(*args, "--overwrite").exit_code == 0
     assert Image.open(saved).size == (48, 48)
+
+
+def test_colour_shift_is_the_mean_difference_per_channel_in_levels():
+    hr = torch.full((3, 12, 12), 0.5)
+    sr = hr.clone()
+    sr[0] += 2 / 255  # red two levels up everywhere
+    sr[2, 4:8, 4:8] -= 16 / 255  # a blue patch in the middle: 16 of the 16 shaved pixels
+    sr[1, 0, :] += 1.0  # the border row is shaved off
+    r, g, b = benchmark.colour_shift(sr, hr, border=4)
+    assert r == pytest.approx(2) and g == pytest.approx(0) and b == pytest.approx(-16)
+
+
+def test_json_rows_give_the_mean_colour_shift(dataset, tiny_checkpoint):
+    result = bench("--model", "bicubic", "--model", tiny_checkpoint, "--data", dataset,
+                   "--json", "--per-image", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    for row in doc["results"]:
+        shifts = [s["colour_shift"] for s in doc["per_image"] if s["model"] == row["model"]]
+        assert row["colour_shift"] == pytest.approx(np.mean(shifts, axis=0).tolist())
+    bicubic = next(r for r in doc["results"] if r["model"] == "bicubic")
+    assert max(map(abs, bicubic["colour_shift"])) < 1  # a resize keeps the mean colour

@@ -51,7 +51,7 @@ def test_bad_perception_is_refused_before_any_model_is_loaded(monkeypatch, perce
     def no_loading(*args, **kwargs):
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr(upscale_module, "load_perception_model", no_loading)
+    monkeypatch.setattr(upscale_module, "load_mixed_model", no_loading)
     with pytest.raises(InputError, match="--perception must be a number from 0 to 1"):
         Upscaler(perception=perception, device="cpu")
 
