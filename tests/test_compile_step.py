@@ -141,7 +141,7 @@ def test_step_mode_trains_saves_and_resumes_exactly_close_to_eager(tmp_path, hr_
     torch._dynamo.reset()
     before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     config = tiny(hr_dir, compile="step", norm="none", phase="all", pretrain_steps=2,
-                  gan_steps=2, ema=0.9)
+                  gan_steps=2, ema=0.9, precision="fp32")  # the tolerances below are fp32's
     train(config, tmp_path / "straight")
     compiled_graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"] - before
     assert compiled_graphs >= 4, "pretrain, generate, D loss and G losses were compiled"
@@ -176,10 +176,15 @@ def test_benchmark_takes_a_mode_and_maps_it_for_code_from_before_the_modes(tmp_p
     benchmark = load_benchmark()
     parse = benchmark.parse_args
     assert parse(["--device", "cpu"]).compile == "off"
+    assert parse(["--device", "cpu"]).precision == ["auto"]
+    assert parse(["--device", "cpu", "--precision", "fp32", "--precision", "bf16"]).precision == [
+        "fp32", "bf16"]
     assert parse(["--compile", "--device", "cpu"]).compile == "networks"
     args = parse(["--compile", "step", "--device", "cpu"])
     assert args.compile == "step"
-    assert benchmark.child_arguments(args, tmp_path)[-3:] == ["--compile", "step", "--json"]
+    assert benchmark.child_arguments(args, "fp32", tmp_path)[-3:] == [
+        "--compile", "step", "--json"]
+    assert "fp32" in benchmark.child_arguments(args, "fp32", tmp_path)
     modes = ("off", "networks", "step")
     assert [benchmark.compile_value(m, modes) for m in modes] == list(modes)
     assert [benchmark.compile_value(m, None) for m in modes] == [False, True, False]

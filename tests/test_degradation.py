@@ -515,7 +515,7 @@ def test_benchmark_realistic_eval_rows(tmp_path, tiny_checkpoint):
 def test_the_real_photo_recipe_loads_with_real_esrgan_ranges():
     from pathlib import Path
 
-    recipe = Path(__file__).resolve().parents[1] / "recipes" / "srgan-real-x4.toml"
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "real-esrgan-x4.gpu.toml"
     config = load_config(recipe)
     assert (config.degradation, config.phase, config.scale) == ("realistic", "all", 4)
     assert config.realistic == RealisticDegradation(), "the table spells out the defaults"

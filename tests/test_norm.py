@@ -302,6 +302,6 @@ def test_cli_norm_option_and_config_key(tmp_path, hr_dir):
 
 
 def test_realistic_recipe_is_batchnorm_free_and_the_shipped_ones_are_not():
-    assert load_config(RECIPES / "srgan-real-x4.toml").norm == "none"
+    assert load_config(RECIPES / "real-esrgan-x4.gpu.toml").norm == "none"
     for name in ("srresnet-x4.toml", "srresnet-x4.part2.toml", "srgan-x4.toml"):
         assert load_config(RECIPES / name).norm == "batch", name
