@@ -51,7 +51,8 @@ def upscale_scene(tile: int | None = None) -> tuple[torch.Tensor, torch.Tensor, 
     """(HR, bicubic, srresnet-x4 quantised) as (3, 192, 192) float tensors in [0, 1]."""
     hr = scene()
     lr = degradation.bicubic_downscale(hr, 4)
-    sr = Upscaler("srresnet-x4", device="cpu", tile=tile).upscale_tensor(to_float(lr))
+    sr = Upscaler("srresnet-x4", device="cpu", precision="fp32",  # as the reference was made
+                  tile=tile).upscale_tensor(to_float(lr))
     bicubic = to_float(degradation.bicubic_upscale(lr, 4))
     return to_float(hr), bicubic, metrics.quantize(sr).float() / 255
 
