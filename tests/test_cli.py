@@ -89,7 +89,7 @@ def test_default_model_missing_is_one_clear_line(tmp_path, monkeypatch):
     src = make_png(tmp_path / "a.png")
     result = upscale(src, "-o", tmp_path / "out.png")
     assert result.exit_code == 1
-    assert "model 'srresnet-x4' is not available" in result.output
+    assert f"model '{checkpoints.DEFAULT_MODEL}' is not available" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "out.png").exists()
 
