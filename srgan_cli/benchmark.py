@@ -77,11 +77,6 @@ Method = Callable[[Image.Image], torch.Tensor]
 """An upscaler under test: LR RGB PIL image -> SR (3, sH, sW) float32 in [0, 1]."""
 
 
-def perception_name(perception: float) -> str:
-    """The model name of a perception mix in benchmark tables: ``perception=0.25``."""
-    return mix_name("perception", perception)
-
-
 def mix_name(knob: str, t: float) -> str:
     """The model name of a two-model mix (``checkpoints.MIXES``): ``denoise=0.5``."""
     return f"{knob}={t:g}"

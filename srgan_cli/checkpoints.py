@@ -83,7 +83,6 @@ MIXES: dict[str, tuple[str, str]] = {
 ends: 0 = the first, 1 = the second. ``perception`` goes from fidelity to realistic
 textures, ``denoise`` from the clean-input model to the one for real photos (its JPEG,
 noise and blur removed), which was fine-tuned from it, so the two mix weight by weight."""
-PERCEPTION_ENDS = MIXES["perception"]
 
 
 def weights_dir() -> Path:
@@ -398,13 +397,3 @@ def load_mixed_model(knob: str, t: float, device: str | torch.device = "cpu") ->
     first, second = (load_model(name, device=device) for name in MIXES[knob])
     return interpolate_generators(first, second, t)
 
-
-def load_perception_model(
-    perception: float, device: str | torch.device = "cpu",
-    ends: tuple[str, str] = PERCEPTION_ENDS,
-) -> Generator:
-    """The shipped models mixed at ``perception`` (0 = ``srresnet-x4``, 1 = ``srgan-x4``)."""
-    if not 0.0 <= perception <= 1.0:
-        raise CheckpointError(f"perception must be between 0 and 1, got {perception}")
-    fidelity, realism = (load_model(name, device=device) for name in ends)
-    return interpolate_generators(fidelity, realism, perception)

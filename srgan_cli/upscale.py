@@ -158,14 +158,14 @@ def check_whole(name: str, value: object, low: int, high: int | None = None) -> 
     return int(value)
 
 
-def check_perception(perception: object, knob: str = "perception") -> float | None:
+def check_mix(value: object, knob: str) -> float | None:
     """``None`` or a number from 0 to 1 (NaN and strings refused); InputError otherwise."""
-    if perception is None:
+    if value is None:
         return None
-    if (isinstance(perception, bool) or not isinstance(perception, numbers.Real)
-            or not 0 <= perception <= 1):  # NaN fails the comparison too
-        raise InputError(f"--{knob} must be a number from 0 to 1, got {perception!r}")
-    return float(perception)
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+            or not 0 <= value <= 1):  # NaN fails the comparison too
+        raise InputError(f"--{knob} must be a number from 0 to 1, got {value!r}")
+    return float(value)
 
 
 def check_write_options(max_pixels: object, quality: object, png_compression: object) -> None:
@@ -263,7 +263,7 @@ class Upscaler:
         except ValueError as e:
             raise InputError(f"--max-memory: {e}") from None
         self.outscale = check_outscale(outscale)
-        knobs = {knob: check_perception(value, knob) for knob, value in
+        knobs = {knob: check_mix(value, knob) for knob, value in
                  (("perception", perception), ("denoise", denoise)) if value is not None}
         self.tta = tta
         self.tile_batch = check_whole("tile_batch", tile_batch, 1)
